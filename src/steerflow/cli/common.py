@@ -1,0 +1,58 @@
+"""Helpers shared by subcommands: printing JSON and tables, loading checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from steerflow.errors import InputError
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout (non-finite floats become null, which JSON allows)."""
+    print(json.dumps(_finite(obj), indent=2))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table (readable in a terminal too)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def existing_dir(path: str) -> Path:
+    """argparse ``type=`` for a folder that must exist."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{path}: no such folder")
+    return p
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """Load a checkpoint folder for evaluation (errors are one-line CheckpointErrors)."""
+    from steerflow.model.gpt import SteerFlowGPT
+
+    model = SteerFlowGPT.from_pretrained(path, map_location=device)
+    return model.to(device).eval()
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr)

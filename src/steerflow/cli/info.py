@@ -1,0 +1,66 @@
+"""``steerflow info``: the layer layout and parameter counts of a config or checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "info", help="layer layout and parameter counts of a preset config or a checkpoint",
+        description="Print the layer layout and parameter counts (total, ODE block, embeddings) "
+                    "of a named preset or a saved checkpoint folder.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("checkpoint", nargs="?", help="a checkpoint folder (config.json + model.safetensors)")
+    src.add_argument("--config", help="a preset name: tiny, small, paper, gpt2")
+    p.add_argument("--model", choices=["baseline", "hybrid"], default="hybrid",
+                   help="with --config: the discrete baseline or the hybrid (default)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from steerflow.cli.common import format_table, print_json
+    from steerflow.config import ModelConfig
+    from steerflow.model.gpt import SteerFlowGPT
+    from steerflow.model.hub import read_config
+
+    if args.config:
+        config = ModelConfig.from_name(args.config)
+        if args.model == "baseline":
+            config = config.as_baseline()
+        source = f"preset {args.config!r} ({args.model})"
+    else:
+        config = read_config(args.checkpoint)
+        source = str(args.checkpoint)
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = SteerFlowGPT(config)
+    counts = model.param_counts()
+    info = {
+        "source": source,
+        "params": counts.total,
+        "ode_params": counts.ode,
+        "embedding_params": counts.embeddings,
+        "head_params": counts.head,
+        "layers": config.layer_layout(),
+        "per_layer_params": counts.per_layer,
+        "config": config.to_dict(),
+    }
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"steerflow model from {source}")
+    print(f"  d={config.n_embd}, heads={config.n_head}, context={config.block_size}, "
+          f"vocab={config.vocab_size}, {'tied' if config.tie_weights else 'untied'} head")
+    if config.is_hybrid:
+        print(f"  ODE block: field={config.field}, injection={config.injection}, "
+              f"width={config.field_hidden}, α={config.alpha_init} ({config.alpha_shape}), "
+              f"train solver {config.train_solver.describe()}, eval solver "
+              f"{config.eval_solver.describe()}")
+    rows = [(name, f"{n:,}") for name, n in counts.per_layer.items()]
+    print(format_table(["layer", "params"], rows))
+    print(f"total {counts.total:,} | ODE block {counts.ode:,} | embeddings "
+          f"{counts.embeddings:,} | LM head {counts.head:,}")
+    return 0

@@ -1,0 +1,181 @@
+"""Vector fields ``F_θ(H, τ, u)`` of the ODE block (the block integrates ``dH/dτ = α·F``).
+
+Three kinds, chosen by ``ModelConfig.field``:
+
+* ``mlp`` — paper 1: ``F = MLP(Concat(LN(H), τ, Broadcast(u)))``, position-wise.
+* ``block`` — paper 2's view: a full causal transformer block is the vector field, so one Euler
+  step of size 1 is exactly a pre-LN block; u (and τ) are concatenated into its MLP input.
+* ``contractive`` — ``F = -γH + g(H, τ, u)`` with ``Lip_H(g) ≤ 0.9γ`` enforced by exact spectral
+  normalisation, so the one-sided Lipschitz constant of F is at most ``-0.1γ`` (paper 2, §contractivity).
+
+``injection="add"`` is the ablation paper 1 argues against: u is projected to width d and added to
+H *before* the LayerNorm, which can normalise the control away ("vanishing control").
+
+A concatenated input ``[x, τ, u]`` goes through one ``nn.Linear`` whose weight we apply in
+column blocks (``W_x x + W_τ τ + W_u u + b``): the same arithmetic as the concatenation, without
+materialising a ``(B, T, d + 1 + c)`` tensor at every evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steerflow.config import ModelConfig
+from steerflow.errors import ConfigError
+from steerflow.model.layers import CausalSelfAttention, KVCache
+
+_ACTIVATIONS = {"softplus": nn.Softplus, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+#: std of the near-zero init of every field's output layer (the reference code's choice: the
+#: block starts close to the identity map and α·F grows only as training asks for it).
+OUTPUT_INIT_STD = 1e-3
+
+
+class ControlledLinear(nn.Module):
+    """``Linear(Concat(x, τ, u))`` applied blockwise: ``W_x x + W_τ τ + W_u u + b``.
+
+    x: ``(B, T, d_in)``, τ: scalar tensor, u: ``(B, 1, c)`` or None.
+    """
+
+    def __init__(self, d_in: int, d_out: int, control_dim: int, time: bool, bias: bool = True):
+        super().__init__()
+        self.d_in, self.control_dim, self.time = d_in, control_dim, time
+        self.linear = nn.Linear(d_in + int(time) + control_dim, d_out, bias=bias)
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, u: Optional[torch.Tensor]) -> torch.Tensor:
+        W = self.linear.weight  # (d_out, d_in + time + c), columns ordered [x | τ | u]
+        y = F.linear(x, W[:, : self.d_in])
+        extra = self.linear.bias  # (d_out,) or None; the per-example terms are (B, 1, d_out)
+        if self.time:
+            t_term = tau * W[:, self.d_in]
+            extra = t_term if extra is None else extra + t_term
+        if self.control_dim:
+            u_term = F.linear(u, W[:, self.d_in + int(self.time):])  # (B, 1, d_out)
+            extra = u_term if extra is None else extra + u_term
+        return y if extra is None else y + extra
+
+
+class VectorField(nn.Module):
+    """Base class. ``forward(tau, h, u, cache=None)`` → ``F(H, τ, u)`` of shape ``(B, T, d)``.
+
+    ``position_wise`` is True when F at a token depends on that token only (no attention): then
+    generation can integrate the new tokens alone.
+    """
+
+    position_wise: bool = True
+
+    def forward(self, tau: torch.Tensor, h: torch.Tensor, u: torch.Tensor,
+                cache: Optional[KVCache] = None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _control_width(config: ModelConfig) -> int:
+    # with additive injection u enters through `u_proj`, not through the concatenated input
+    return config.control_dim if config.injection == "concat" else 0
+
+
+class MLPField(VectorField):
+    """Paper 1's field: ``F(H, τ, u) = W₂ σ(W₁ [LN(H), τ, u] + b₁) + b₂``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.norm = nn.LayerNorm(d, bias=config.bias) if config.field_norm else nn.Identity()
+        self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
+                       if config.injection == "add" else None)
+        self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
+                                      config.time_conditioning)
+        self.act = _ACTIVATIONS[config.field_activation]()
+        self.fc_out = nn.Linear(config.field_hidden, d)
+        nn.init.normal_(self.fc_out.weight, std=OUTPUT_INIT_STD)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, tau, h, u, cache=None):
+        if self.u_proj is not None:
+            h = h + self.u_proj(u)  # additive injection, before the LayerNorm (the ablation)
+        x = self.fc_in(self.norm(h), tau, u if self.u_proj is None else None)
+        return self.fc_out(self.act(x))
+
+
+class BlockField(VectorField):
+    """A causal transformer block as the field: ``F(H) = a + MLP_u(LN₂(H + a))``, ``a = Attn(LN₁(H))``.
+
+    ``H + F(H)`` is exactly a pre-LN block, so a 1-step Euler solve is one transformer layer.
+    """
+
+    position_wise = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.ln_1 = nn.LayerNorm(d, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(d, bias=config.bias)
+        self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
+                       if config.injection == "add" else None)
+        self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
+                                      config.time_conditioning)
+        self.act = _ACTIVATIONS[config.field_activation]()
+        self.fc_out = nn.Linear(config.field_hidden, d)
+        nn.init.normal_(self.fc_out.weight, std=OUTPUT_INIT_STD)
+        nn.init.normal_(self.attn.c_proj.weight, std=OUTPUT_INIT_STD)
+        nn.init.zeros_(self.fc_out.bias)
+
+    def forward(self, tau, h, u, cache=None):
+        if self.u_proj is not None:
+            h = h + self.u_proj(u)
+        a = self.attn(self.ln_1(h), cache)
+        x = self.fc_in(self.ln_2(h + a), tau, u if self.u_proj is None else None)
+        return a + self.fc_out(self.act(x))
+
+
+class ContractiveField(VectorField):
+    """``F(H, τ, u) = -γ H + 0.9 γ · Ŵ₂ σ(Ŵ₁ [H, τ, u] + b₁) + b₂`` with ``Ŵ = W / ‖W‖₂``.
+
+    σ is 1-Lipschitz (softplus or tanh) and the H-columns of Ŵ₁ have spectral norm ≤ 1, so
+    ``Lip_H(g) ≤ 0.9γ`` and the log-norm of ∂F/∂H is ≤ ``-γ + 0.9γ = -0.1γ < 0``: the flow is
+    contractive. Spectral norms are computed exactly (``torch.linalg.matrix_norm(ord=2)``) at each
+    evaluation, so the bound holds at every step (a power-iteration estimate could undershoot).
+    No LayerNorm here: its Lipschitz constant is unbounded for small-variance inputs.
+    """
+
+    _MARGIN = 0.9
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.field_activation == "gelu":
+            # GELU's Lipschitz constant is about 1.13, which would void the bound.
+            raise ConfigError("the contractive field needs a 1-Lipschitz activation: softplus or tanh")
+        d = config.n_embd
+        self.gamma = config.contractive_gamma
+        self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
+                       if config.injection == "add" else None)
+        self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
+                                      config.time_conditioning)
+        self.act = _ACTIVATIONS[config.field_activation]()
+        self.fc_out = nn.Linear(config.field_hidden, d)
+
+    def forward(self, tau, h, u, cache=None):
+        W1 = self.fc_in.linear.weight
+        scale_in = torch.linalg.matrix_norm(W1[:, : self.fc_in.d_in], ord=2)
+        scale_out = torch.linalg.matrix_norm(self.fc_out.weight, ord=2)
+        x = h + self.u_proj(u) if self.u_proj is not None else h
+        z = self.act(self.fc_in(x, tau, u if self.u_proj is None else None) / scale_in)
+        g = F.linear(z, self.fc_out.weight / scale_out, self.fc_out.bias)
+        return -self.gamma * h + (self._MARGIN * self.gamma) * g
+
+
+FIELDS: dict[str, type[VectorField]] = {
+    "mlp": MLPField,
+    "block": BlockField,
+    "contractive": ContractiveField,
+}
+
+
+def build_field(config: ModelConfig) -> VectorField:
+    """The vector field named by ``config.field``."""
+    return FIELDS[config.field](config)
