@@ -18,6 +18,9 @@ from steerflow.errors import SolverError, SteerflowError
 #: (subcommand, module) in the order ``--help`` lists them
 COMMANDS: list[tuple[str, str]] = [
     ("info", "steerflow.cli.info"),
+    ("eval", "steerflow.cli.eval"),
+    ("analyze", "steerflow.cli.analyze"),
+    ("experiment", "steerflow.cli.experiment"),
 ]
 
 EXIT_USAGE = 2

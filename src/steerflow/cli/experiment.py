@@ -1,0 +1,10 @@
+"""``steerflow experiment NAME``: the paper's experiments, end to end."""
+
+from steerflow.cli.group import add_group
+
+MEMBERS: list[tuple[str, str]] = [
+]
+
+
+def add_parser(sub) -> None:
+    add_group(sub, "experiment", "run a paper experiment end to end (gradient-stability)", MEMBERS)
