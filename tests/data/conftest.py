@@ -47,13 +47,13 @@ def write_layout(root: Path, texts: dict[str, str] | None = None) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_layout():
     """The :func:`write_layout` function, for tests that need several data folders."""
     return write_layout
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_lines():
     """The :func:`generated_lines` function: deterministic WikiText-like lines."""
     return generated_lines

@@ -21,7 +21,6 @@ from pathlib import Path
 import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 
-from steerflow.data._atomic import write_text_atomic
 from steerflow.data.source import DataSource
 from steerflow.errors import DataError
 
@@ -96,8 +95,8 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "vocab_size": self.vocab_size, "sha256": self.content_hash()}
-        write_text_atomic(directory / TOKENIZER_FILE, self.to_json())
-        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+        _write_utf8(directory / TOKENIZER_FILE, self.to_json())
+        _write_utf8(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -237,3 +236,10 @@ def build_tokenizer(
 
         train_texts = load_lm_texts(source)["train"].splitlines(keepends=True)
     return train_bpe(train_texts, size)
+
+
+def _write_utf8(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (temporary file + rename)."""
+    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

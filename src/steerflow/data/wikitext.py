@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from steerflow.data._atomic import write_bytes_atomic, write_text_atomic
 from steerflow.data.source import DataSource
 from steerflow.data.tokenizer import Tokenizer
 from steerflow.errors import DataError
@@ -177,7 +176,7 @@ def _steerflow_version() -> str:
         return str(getattr(steerflow, "__version__", "unknown"))
 
 
-def _split_entry(split: str, text: str, ids: np.ndarray, path: Path) -> dict:
+def _split_entry(text: str, ids: np.ndarray, path: Path) -> dict:
     """The manifest entry of one encoded split."""
     words = len(text.split())
     return {
@@ -201,8 +200,8 @@ def _build_cache(
     for split in SPLITS:
         ids = encode_text(tokenizer, texts[split], progress, desc=f"{tokenizer.name} {split}")
         path = folder / f"{split}.bin"
-        write_bytes_atomic(path, ids.astype(dtype).tobytes())
-        entries[split] = _split_entry(split, texts[split], ids, path)
+        _write_ids(path, ids, dtype)
+        entries[split] = _split_entry(texts[split], ids, path)
     manifest = {
         "format": CACHE_FORMAT,
         "dataset": "wikitext-2",
@@ -217,7 +216,7 @@ def _build_cache(
         "splits": entries,
         "steerflow_version": _steerflow_version(),
     }
-    write_text_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_utf8(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -285,3 +284,17 @@ def prepare_lm_data(
         logger.info("Reusing token cache %s", folder)
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     return _open_prepared(folder, manifest, tokenizer)
+
+
+def _write_utf8(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (temporary file + rename)."""
+    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _write_ids(path: Path, ids: np.ndarray, dtype: np.dtype) -> None:
+    """Write ``ids`` as raw ``dtype`` values to ``path`` atomically."""
+    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
+
+    atomic_write(path, ids.astype(dtype).tofile)
