@@ -73,7 +73,6 @@ class _Dynamics(nn.Module):
         if stats.phase == "forward":
             stats.nfe_forward += 1
             nfe = stats.nfe_forward
-            stats.tau_reached = tau
         else:
             stats.nfe_backward += 1
             nfe = stats.nfe_backward
@@ -89,6 +88,8 @@ class _Dynamics(nn.Module):
 
     def callback_accept_step(self, t0, y0, dt):
         self.stats.accepted_steps += 1
+        if self.stats.phase == "forward":
+            self.stats.tau_reached = float(t0 + dt)  # adaptive solvers only: one sync per step
 
     def callback_reject_step(self, t0, y0, dt):
         self.stats.rejected_steps += 1
@@ -193,6 +194,7 @@ class ODEBlock(nn.Module):
                 f"{stats.nfe_forward} evaluations)")
         if solver.is_fixed_step:
             stats.accepted_steps = solver.steps
+        stats.tau_reached = 1.0
         return ODESolution(taus=t, states=states, stats=stats)
 
     def _time_points(self, taus, h: torch.Tensor) -> torch.Tensor:
