@@ -89,7 +89,7 @@ class _Dynamics(nn.Module):
     def callback_accept_step(self, t0, y0, dt):
         self.stats.accepted_steps += 1
         if self.stats.phase == "forward":
-            self.stats.tau_reached = float(t0 + dt)  # adaptive solvers only: one sync per step
+            self.stats.tau_reached = float((t0 + dt).detach())  # adaptive solvers only: one sync per step
 
     def callback_reject_step(self, t0, y0, dt):
         self.stats.rejected_steps += 1
