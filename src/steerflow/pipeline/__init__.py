@@ -1,0 +1,1 @@
+"""Multi-stage, resumable runs: the machinery behind ``steerflow demo`` and ``steerflow reproduce``."""

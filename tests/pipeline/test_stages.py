@@ -1,0 +1,63 @@
+"""The stage runner reuses finished stages and never trusts a half-written or stale one."""
+
+import json
+
+import pytest
+
+from steerflow.pipeline.stages import Stage, StageRunner
+
+
+def make_stages(calls, fail_at=None):
+    def runner(name, output=None):
+        def run(ctx):
+            calls.append(name)
+            if name == fail_at:
+                raise RuntimeError("boom")
+            if output:
+                (ctx.out_dir / output).write_text("x")
+            return {"value": len(ctx.results), "name": name}
+        return run
+
+    return [Stage("a", "A", runner("a", "a.txt"), outputs=["a.txt"]),
+            Stage("b", "B", runner("b")),
+            Stage("c", "C", runner("c"))]
+
+
+def quiet(_):
+    pass
+
+
+def test_second_run_reuses_every_finished_stage(tmp_path):
+    calls = []
+    first = StageRunner(tmp_path, make_stages(calls), {"k": 1}, log=quiet).run()
+    again = StageRunner(tmp_path, make_stages(calls), {"k": 1}, log=quiet)
+    second = again.run()
+    assert calls == ["a", "b", "c"]
+    assert second == first and again.reused == ["a", "b", "c"]
+    assert first["c"]["value"] == 2  # each stage sees the results of the earlier ones
+
+
+def test_interrupted_run_resumes_after_the_last_finished_stage(tmp_path):
+    calls = []
+    with pytest.raises(RuntimeError):
+        StageRunner(tmp_path, make_stages(calls, fail_at="b"), {}, log=quiet).run()
+    assert not (tmp_path / "stages" / "b.json").exists()
+    runner = StageRunner(tmp_path, make_stages(calls), {}, log=quiet)
+    runner.run()
+    assert calls == ["a", "b", "b", "c"] and runner.reused == ["a"]
+
+
+def test_stale_corrupt_or_incomplete_records_are_rerun(tmp_path):
+    calls = []
+    StageRunner(tmp_path, make_stages(calls), {"k": 1}, log=quiet).run()
+    (tmp_path / "stages" / "b.json").write_text('{"status": "done", "result": ')  # half-written
+    record = json.loads((tmp_path / "stages" / "c.json").read_text())
+    record["status"] = "running"
+    (tmp_path / "stages" / "c.json").write_text(json.dumps(record))
+    (tmp_path / "a.txt").unlink()  # an output the record promised is gone
+    calls.clear()
+    StageRunner(tmp_path, make_stages(calls), {"k": 1}, log=quiet).run()
+    assert calls == ["a", "b", "c"]
+    calls.clear()
+    StageRunner(tmp_path, make_stages(calls), {"k": 2}, log=quiet).run()  # settings changed
+    assert calls == ["a", "b", "c"]
