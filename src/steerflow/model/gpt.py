@@ -194,7 +194,8 @@ class SteerFlowGPT(nn.Module):
         """Whether KV-cache decoding is exact for this solver (see :meth:`generate`)."""
         if self.ode is None or self.ode.field.position_wise:
             return True
-        return solver.is_fixed_step
+        # per-evaluation KV caches exist only on the fused fixed-step path (ODEBlock.solve)
+        return solver.is_fixed_step and solver.fused
 
     def new_cache(self, solver: SolverSpec) -> GenerationCache:
         ode = None

@@ -86,6 +86,10 @@ class _Dynamics(nn.Module):
         cache = None if self.caches is None else self.caches[nfe - 1]
         return self.block.alpha * self.block.field(tau, h, self.u, cache)
 
+
+class _AdaptiveDynamics(_Dynamics):
+    """:class:`_Dynamics` with step callbacks (torchdiffeq warns if a fixed-grid solve gets them)."""
+
     def callback_accept_step(self, t0, y0, dt):
         self.stats.accepted_steps += 1
         if self.stats.phase == "forward":
@@ -170,7 +174,7 @@ class ODEBlock(nn.Module):
         u = u.to(h.dtype).unsqueeze(1)  # (B, 1, c): broadcast over tokens inside the field
         stats = SolveStats(solver=solver.describe())
         self.last_stats = stats
-        func = _Dynamics(self, u, solver, stats, caches)
+        func = (_Dynamics if solver.is_fixed_step else _AdaptiveDynamics)(self, u, solver, stats, caches)
         t = self._time_points(taus, h)
         fused = solver.is_fixed_step and solver.fused and not (solver.adjoint and torch.is_grad_enabled())
         if caches is not None and not fused:
