@@ -69,9 +69,13 @@ def test_gpt2_round_trip_on_wikitext_lines(gpt2: Tokenizer, real_root: Path) -> 
 
 
 @pytest.mark.parametrize("text", TRICKY)
-def test_round_trip_tricky_strings(gpt2: Tokenizer, small_bpe: Tokenizer, text: str) -> None:
-    for tokenizer in (gpt2, small_bpe):
-        assert tokenizer.decode(tokenizer.encode(text)) == text
+def test_gpt2_round_trip_tricky_strings(gpt2: Tokenizer, text: str) -> None:
+    assert gpt2.decode(gpt2.encode(text)) == text
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_bpe_round_trip_tricky_strings(small_bpe: Tokenizer, text: str) -> None:
+    assert small_bpe.decode(small_bpe.encode(text)) == text
 
 
 def test_gpt2_missing_files_are_named(tiny_root: Path) -> None:

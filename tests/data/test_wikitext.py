@@ -126,11 +126,17 @@ def _damage_manifest(folder: Path) -> None:
     (folder / "manifest.json").write_text('{"format": 1, "spl', encoding="utf-8")
 
 
+def _damage_manifest_entry(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["splits"]["valid"] = {"file": "valid.bin"}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
 def _damage_delete(folder: Path) -> None:
     (folder / "test.bin").unlink()
 
 
-@pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip, _damage_manifest, _damage_delete])
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip, _damage_manifest, _damage_manifest_entry, _damage_delete])
 def test_damaged_cache_is_rebuilt(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path, caplog, damage) -> None:
     first = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
     expected = {s: a.tolist() for s, a in first.splits.items()}

@@ -230,6 +230,9 @@ def cache_problems(folder: Path, tokenizer: Tokenizer) -> list[str]:
         dtype = np.dtype(manifest["dtype"])
         entries = {split: manifest["splits"][split] for split in SPLITS}
         tokenizer_hash = manifest["tokenizer"]["sha256"]
+        for entry in entries.values():
+            if not isinstance(entry["tokens"], int) or not isinstance(entry["sha256"], str):
+                raise TypeError("split entries need an int 'tokens' and a str 'sha256'")
     except (ValueError, KeyError, TypeError) as exc:
         return [f"{path} is unreadable: {exc!r}"]
     if manifest.get("format") != CACHE_FORMAT or tokenizer_hash != tokenizer.content_hash():
@@ -251,10 +254,12 @@ def _bin_problems(folder: Path, split: str, entry: dict, dtype: np.dtype) -> Ite
 def _open_prepared(folder: Path, manifest: dict, tokenizer: Tokenizer) -> PreparedLM:
     """Memory-map the ``.bin`` files described by ``manifest``."""
     dtype = np.dtype(manifest["dtype"])
-    splits = {}
-    for split, entry in manifest["splits"].items():
-        splits[split] = np.memmap(folder / entry["file"], dtype=dtype, mode="r", shape=(entry["tokens"],))
-    tokens_per_word = {split: entry["tokens_per_word"] for split, entry in manifest["splits"].items()}
+    entries = manifest["splits"]
+    splits = {
+        split: np.memmap(folder / f"{split}.bin", dtype=dtype, mode="r", shape=(entries[split]["tokens"],))
+        for split in SPLITS
+    }
+    tokens_per_word = {split: entries[split]["tokens_per_word"] for split in SPLITS}
     return PreparedLM(splits, tokens_per_word, manifest, tokenizer, folder)
 
 
