@@ -25,14 +25,18 @@ def generated_lines(n_lines: int, seed: int) -> list[str]:
         if rng.random() < 0.1:
             lines.append(" \n")
         else:
-            lines.append(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) + " \n")
+            lines.append(
+                " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) + " \n"
+            )
     return lines
 
 
 def write_layout(root: Path, texts: dict[str, str] | None = None) -> Path:
-    """A complete data folder under ``root``: generated WikiText and SST-2, placeholder GPT-2 files."""
-    texts = texts or {s: "".join(generated_lines(n, seed)) for s, n, seed in
-                      (("train", 300, 0), ("valid", 40, 1), ("test", 40, 2))}
+    """A full data folder under ``root``: generated WikiText and SST-2, placeholder GPT-2 files."""
+    texts = texts or {
+        s: "".join(generated_lines(n, seed))
+        for s, n, seed in (("train", 300, 0), ("valid", 40, 1), ("test", 40, 2))
+    }
     (root / "wikitext-2").mkdir(parents=True)
     for split, text in texts.items():
         (root / "wikitext-2" / f"{split}.txt").write_text(text, encoding="utf-8")

@@ -40,7 +40,9 @@ def test_windows_are_contiguous_and_targets_shifted() -> None:
 def test_every_valid_window_start_is_reachable() -> None:
     # 12 tokens, T = 10: the only windows with a full target are s = 0 and s = 1.
     tokens = np.arange(12, dtype=np.uint16)
-    starts = {int(lm_batch(tokens, step, 4, 10, seed=0)[0][i, 0]) for step in range(20) for i in range(4)}
+    starts = {
+        int(lm_batch(tokens, step, 4, 10, seed=0)[0][i, 0]) for step in range(20) for i in range(4)
+    }
     assert starts == {0, 1}
 
 
@@ -48,7 +50,10 @@ def test_every_valid_window_start_is_reachable() -> None:
 def test_ddp_ranks_concatenate_to_the_single_process_batch(world_size: int) -> None:
     for step in (0, 1, 123):
         x, y = lm_batch(TOKENS, step, batch_size=16, block_size=8, seed=11)
-        parts = [lm_batch(TOKENS, step, 16, 8, 11, rank=r, world_size=world_size) for r in range(world_size)]
+        parts = [
+            lm_batch(TOKENS, step, 16, 8, 11, rank=r, world_size=world_size)
+            for r in range(world_size)
+        ]
         assert all(p[0].shape == (16 // world_size, 8) for p in parts)
         assert torch.equal(torch.cat([p[0] for p in parts]), x)
         assert torch.equal(torch.cat([p[1] for p in parts]), y)
@@ -58,7 +63,7 @@ def test_works_on_a_memmap(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
     TOKENS.tofile(path)
     mm = np.memmap(path, dtype=np.uint16, mode="r", shape=(N,))
-    for a, b in zip(lm_batch(mm, 5, 4, 32, 1), lm_batch(TOKENS, 5, 4, 32, 1)):
+    for a, b in zip(lm_batch(mm, 5, 4, 32, 1), lm_batch(TOKENS, 5, 4, 32, 1), strict=True):
         assert torch.equal(a, b)
 
 

@@ -111,6 +111,11 @@ def test_datasource_validates_kind_and_root(tmp_path: Path) -> None:
 def test_import_does_not_load_datasets() -> None:
     code = "import sys, steerflow.data; assert 'datasets' not in sys.modules, 'datasets imported'"
     src = Path(__file__).resolve().parents[2] / "src"
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(src)},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr

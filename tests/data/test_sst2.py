@@ -46,7 +46,9 @@ def _write(source: DataSource, content: bytes) -> Path:
         (b"", "is empty"),
     ],
 )
-def test_malformed_files_raise_with_the_file_name(tiny_source: DataSource, content: bytes, match: str) -> None:
+def test_malformed_files_raise_with_the_file_name(
+    tiny_source: DataSource, content: bytes, match: str
+) -> None:
     path = _write(tiny_source, content)
     with pytest.raises(DataError, match=match) as info:
         load_sst2(tiny_source, "dev")
@@ -62,7 +64,10 @@ def test_missing_file_and_unknown_split(tiny_source: DataSource) -> None:
 
 
 def test_hub_records_are_converted_and_checked() -> None:
-    records = [{"idx": 0, "sentence": "hide new secretions ", "label": 0}, {"sentence": "great", "label": 1}]
+    records = [
+        {"idx": 0, "sentence": "hide new secretions ", "label": 0},
+        {"sentence": "great", "label": 1},
+    ]
     assert rows_from_records(records, "hub") == [("hide new secretions", 0), ("great", 1)]
     with pytest.raises(DataError, match="record 0: label must be 0 or 1"):
         rows_from_records([{"sentence": "x", "label": -1}], "stanfordnlp/sst2 (test)")

@@ -127,7 +127,9 @@ def test_bpe_4096_on_wikitext_has_single_token_sentiment_words(real_source: Data
     assert len(tokenizer.encode(" bad")) == 1
 
 
-@pytest.mark.parametrize("spec", ["gpt3", "bpe", "bpe:", "bpe:abc", "bpe:-5", "BPE:4096", "bpe:4096 "])
+@pytest.mark.parametrize(
+    "spec", ["gpt3", "bpe", "bpe:", "bpe:abc", "bpe:-5", "BPE:4096", "bpe:4096 "]
+)
 def test_bad_spec_lists_valid_forms(spec: str, tiny_source: DataSource) -> None:
     with pytest.raises(DataError, match="valid forms: 'gpt2' or 'bpe:N'"):
         build_tokenizer(spec, tiny_source)

@@ -28,7 +28,9 @@ def bpe(make_lines) -> Tokenizer:
 
 
 def _texts(source: DataSource) -> dict[str, str]:
-    return {s: (source.root / "wikitext-2" / f"{s}.txt").read_text(encoding="utf-8") for s in SPLITS}
+    return {
+        s: (source.root / "wikitext-2" / f"{s}.txt").read_text(encoding="utf-8") for s in SPLITS
+    }
 
 
 def test_load_lm_texts_reads_the_three_splits(tiny_source: DataSource) -> None:
@@ -37,9 +39,16 @@ def test_load_lm_texts_reads_the_three_splits(tiny_source: DataSource) -> None:
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [(None, "is missing"), (b"", "is empty"), (b" \n \n", "is empty"), (b"ok \xff\xfe bad", "not valid UTF-8")],
+    [
+        (None, "is missing"),
+        (b"", "is empty"),
+        (b" \n \n", "is empty"),
+        (b"ok \xff\xfe bad", "not valid UTF-8"),
+    ],
 )
-def test_bad_split_files_are_named(tiny_source: DataSource, content: bytes | None, match: str) -> None:
+def test_bad_split_files_are_named(
+    tiny_source: DataSource, content: bytes | None, match: str
+) -> None:
     path = tiny_source.root / "wikitext-2" / "valid.txt"
     if content is None:
         path.unlink()
@@ -53,9 +62,15 @@ def test_bad_split_files_are_named(tiny_source: DataSource, content: bytes | Non
 def test_manifest_content(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path) -> None:
     prepared = prepare_lm_data(tiny_source, bpe, tmp_path / "cache", progress=False)
     manifest = prepared.manifest
-    assert manifest == json.loads((prepared.cache_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest == json.loads(
+        (prepared.cache_dir / "manifest.json").read_text(encoding="utf-8")
+    )
     assert manifest["source"] == tiny_source.describe()
-    assert manifest["tokenizer"] == {"name": "bpe:320", "sha256": bpe.content_hash(), "vocab_size": 320}
+    assert manifest["tokenizer"] == {
+        "name": "bpe:320",
+        "sha256": bpe.content_hash(),
+        "vocab_size": 320,
+    }
     assert manifest["dtype"] == "uint16" and manifest["steerflow_version"]
     for split, text in _texts(tiny_source).items():
         entry, ids = manifest["splits"][split], bpe.encode(text)
@@ -63,7 +78,11 @@ def test_manifest_content(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Pat
         assert prepared.splits[split].dtype == np.uint16
         assert prepared.splits[split].tolist() == ids
         assert entry["tokens"] == len(ids) and entry["words"] == len(text.split())
-        assert entry["tokens_per_word"] == prepared.tokens_per_word[split] == len(ids) / len(text.split())
+        assert (
+            entry["tokens_per_word"]
+            == prepared.tokens_per_word[split]
+            == len(ids) / len(text.split())
+        )
         assert entry["sha256"] == hashlib.sha256(bin_path.read_bytes()).hexdigest()
 
 
@@ -81,7 +100,9 @@ def _bin_stats(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.bin"))}
 
 
-def test_second_call_reuses_the_cache(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path, caplog) -> None:
+def test_second_call_reuses_the_cache(
+    tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path, caplog
+) -> None:
     first = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
     before = _bin_stats(first.cache_dir)
     with caplog.at_level(logging.INFO, logger="steerflow.data.wikitext"):
@@ -92,7 +113,9 @@ def test_second_call_reuses_the_cache(tiny_source: DataSource, bpe: Tokenizer, t
     assert second.manifest == first.manifest
 
 
-def test_changed_tokenizer_gets_a_new_cache(tiny_source: DataSource, bpe: Tokenizer, make_lines, tmp_path: Path) -> None:
+def test_changed_tokenizer_gets_a_new_cache(
+    tiny_source: DataSource, bpe: Tokenizer, make_lines, tmp_path: Path
+) -> None:
     first = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
     other = train_bpe(make_lines(300, seed=0), 300)
     second = prepare_lm_data(tiny_source, other, tmp_path, progress=False)
@@ -102,9 +125,13 @@ def test_changed_tokenizer_gets_a_new_cache(tiny_source: DataSource, bpe: Tokeni
     assert (first.cache_dir / "manifest.json").is_file()  # the old cache is left alone
 
 
-def test_changed_data_gets_a_new_cache(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path) -> None:
+def test_changed_data_gets_a_new_cache(
+    tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path
+) -> None:
     first = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
-    (tiny_source.root / "wikitext-2" / "test.txt").write_text(" a new test split \n", encoding="utf-8")
+    (tiny_source.root / "wikitext-2" / "test.txt").write_text(
+        " a new test split \n", encoding="utf-8"
+    )
     second = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
     assert second.cache_dir != first.cache_dir
     assert second.splits["test"].tolist() == bpe.encode(" a new test split \n")
@@ -136,8 +163,13 @@ def _damage_delete(folder: Path) -> None:
     (folder / "test.bin").unlink()
 
 
-@pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip, _damage_manifest, _damage_manifest_entry, _damage_delete])
-def test_damaged_cache_is_rebuilt(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path, caplog, damage) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [_damage_truncate, _damage_flip, _damage_manifest, _damage_manifest_entry, _damage_delete],
+)
+def test_damaged_cache_is_rebuilt(
+    tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path, caplog, damage
+) -> None:
     first = prepare_lm_data(tiny_source, bpe, tmp_path, progress=False)
     expected = {s: a.tolist() for s, a in first.splits.items()}
     damage(first.cache_dir)
@@ -148,7 +180,9 @@ def test_damaged_cache_is_rebuilt(tiny_source: DataSource, bpe: Tokenizer, tmp_p
     assert second.manifest == first.manifest
 
 
-def test_interrupted_rebuild_is_not_trusted(tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path) -> None:
+def test_interrupted_rebuild_is_not_trusted(
+    tiny_source: DataSource, bpe: Tokenizer, tmp_path: Path
+) -> None:
     # A rebuild killed after writing some .bin files must leave no manifest and no temp files,
     # so the next call rebuilds instead of trusting a half-written cache.
     class DiesOnSecondBatch(Tokenizer):
@@ -164,7 +198,9 @@ def test_interrupted_rebuild_is_not_trusted(tiny_source: DataSource, bpe: Tokeni
     expected = {s: a.tolist() for s, a in first.splits.items()}
     _damage_truncate(first.cache_dir)
     with pytest.raises(KeyboardInterrupt):
-        prepare_lm_data(tiny_source, DiesOnSecondBatch(bpe.backend, bpe.name), tmp_path, progress=False)
+        prepare_lm_data(
+            tiny_source, DiesOnSecondBatch(bpe.backend, bpe.name), tmp_path, progress=False
+        )
     assert DiesOnSecondBatch.calls == 2
     assert not (first.cache_dir / "manifest.json").exists()
     assert not list(first.cache_dir.glob(".*.tmp"))
@@ -183,11 +219,13 @@ def test_split_for_encoding_cuts_only_between_words() -> None:
     pieces = split_for_encoding(text, chunk_chars=50)
     assert "".join(pieces) == text
     assert len(pieces) > 50
-    for left, right in zip(pieces, pieces[1:]):
+    for left, right in zip(pieces[:-1], pieces[1:], strict=True):
         assert not left[-1].isspace() and right[0] == " " and not right[1].isspace()
 
 
-def test_chunked_encoding_equals_whole_text(gpt2: Tokenizer, bpe: Tokenizer, real_root: Path) -> None:
+def test_chunked_encoding_equals_whole_text(
+    gpt2: Tokenizer, bpe: Tokenizer, real_root: Path
+) -> None:
     # The fast path (parallel chunks) must give exactly the ids of one whole-text encode call.
     text = (real_root / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")[:200_000]
     text += "  double  spaces\n\n\n it's  <|endoftext|> 日本語 🙂 \t end"
@@ -198,7 +236,9 @@ def test_chunked_encoding_equals_whole_text(gpt2: Tokenizer, bpe: Tokenizer, rea
         assert chunked == tokenizer.encode(text)
 
 
-def test_gpt2_valid_split_counts(make_layout, gpt2: Tokenizer, real_root: Path, tmp_path: Path) -> None:
+def test_gpt2_valid_split_counts(
+    make_layout, gpt2: Tokenizer, real_root: Path, tmp_path: Path
+) -> None:
     valid = (real_root / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
     small = " tiny split \n"
     root = make_layout(tmp_path / "d", {"train": small, "valid": valid, "test": small})

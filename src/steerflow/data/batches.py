@@ -44,15 +44,19 @@ def _check_batch(batch_size: int, step: int, seed: int, rank: int, world_size: i
         )
 
 
-def _windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(
+    tokens: np.ndarray, starts: np.ndarray, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs ``tokens[s : s+T]`` and targets ``tokens[s+1 : s+T+1]`` for each start ``s``."""
     index = starts[:, None] + np.arange(block_size + 1)  # (B, T+1)
     rows = torch.from_numpy(np.asarray(tokens[index], dtype=np.int64))  # (B, T+1)
     return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # (B, T), (B, T)
 
 
-def global_starts(n_tokens: int, step: int, batch_size: int, block_size: int, seed: int) -> np.ndarray:
-    """Window start offsets of the whole (all ranks) batch at ``step``; a function of (seed, step)."""
+def global_starts(
+    n_tokens: int, step: int, batch_size: int, block_size: int, seed: int
+) -> np.ndarray:
+    """Window starts of the global (all-rank) batch at ``step``, a pure function of (seed, step)."""
     rng = np.random.default_rng([seed, step])
     return rng.integers(0, n_tokens - block_size, size=batch_size)
 

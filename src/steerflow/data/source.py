@@ -91,7 +91,9 @@ def missing_files(root: Path, datasets: tuple[str, ...] = tuple(LAYOUT)) -> list
     for dataset in datasets:
         if dataset not in LAYOUT:
             raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(LAYOUT)}")
-        missing += [f"{dataset}/{name}" for name in LAYOUT[dataset] if not (root / dataset / name).is_file()]
+        missing += [
+            f"{dataset}/{name}" for name in LAYOUT[dataset] if not (root / dataset / name).is_file()
+        ]
     return missing
 
 

@@ -52,7 +52,9 @@ def _parse_row(path: Path, lineno: int, line: str) -> tuple[str, int]:
     """One ``sentence<TAB>label`` row."""
     fields = line.split("\t")
     if len(fields) != 2:
-        raise DataError(f"{path}, line {lineno}: expected 2 tab-separated fields, got {len(fields)}")
+        raise DataError(
+            f"{path}, line {lineno}: expected 2 tab-separated fields, got {len(fields)}"
+        )
     sentence, label = fields[0].strip(), fields[1].strip()
     if label not in ("0", "1"):
         raise DataError(f"{path}, line {lineno}: label must be 0 or 1, got {label!r}")

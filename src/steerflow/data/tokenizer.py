@@ -76,7 +76,9 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, encoded in parallel."""
-        return [enc.ids for enc in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        return [
+            enc.ids for enc in self._backend.encode_batch(list(texts), add_special_tokens=False)
+        ]
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids``; ``decode(encode(x)) == x`` for any string ``x``."""
@@ -117,7 +119,9 @@ class Tokenizer:
             raise DataError(f"tokenizer file {path} is corrupt: {exc}") from exc
         tokenizer = cls(backend, meta["name"])
         if meta.get("sha256") not in (None, tokenizer.content_hash()):
-            raise DataError(f"tokenizer file {path} does not match the hash in {directory / META_FILE}")
+            raise DataError(
+                f"tokenizer file {path} does not match the hash in {directory / META_FILE}"
+            )
         return tokenizer
 
     def __repr__(self) -> str:
@@ -166,7 +170,9 @@ def gpt2_from_files(encoder_json: Path, vocab_bpe: Path) -> Tokenizer:
     try:
         model = models.BPE.from_file(str(encoder_json), str(vocab_bpe))
     except Exception as exc:  # tokenizers raises a bare Exception on parse errors
-        raise DataError(f"GPT-2 tokenizer files {encoder_json}, {vocab_bpe} are corrupt: {exc}") from exc
+        raise DataError(
+            f"GPT-2 tokenizer files {encoder_json}, {vocab_bpe} are corrupt: {exc}"
+        ) from exc
     backend = _byte_level(model)
     backend.add_special_tokens([AddedToken(EOS_TOKEN, special=True)])
     tokenizer = Tokenizer(backend, "gpt2")
@@ -184,7 +190,9 @@ def _gpt2_from_hub() -> Tokenizer:
     try:
         backend = tokenizers.Tokenizer.from_pretrained("gpt2")
     except Exception as exc:  # network and Hub errors come in many types
-        raise DataError(f"could not fetch the GPT-2 tokenizer from the Hugging Face Hub: {exc}") from exc
+        raise DataError(
+            f"could not fetch the GPT-2 tokenizer from the Hugging Face Hub: {exc}"
+        ) from exc
     return Tokenizer(backend, "gpt2")
 
 
@@ -229,7 +237,8 @@ def build_tokenizer(
         if source.kind == "hub":
             return _gpt2_from_hub()
         return gpt2_from_files(
-            source.path("gpt2-tokenizer", "encoder.json"), source.path("gpt2-tokenizer", "vocab.bpe")
+            source.path("gpt2-tokenizer", "encoder.json"),
+            source.path("gpt2-tokenizer", "vocab.bpe"),
         )
     if train_texts is None:
         from steerflow.data.wikitext import load_lm_texts

@@ -93,7 +93,9 @@ def _load_hub_texts() -> dict[str, str]:
     try:
         dataset = datasets.load_dataset(*HUB_DATASET)
     except Exception as exc:  # network and Hub errors come in many types
-        raise DataError(f"could not load {HUB_DATASET[0]} ({HUB_DATASET[1]}) from the Hub: {exc}") from exc
+        raise DataError(
+            f"could not load {HUB_DATASET[0]} ({HUB_DATASET[1]}) from the Hub: {exc}"
+        ) from exc
     return {split: join_hub_lines(dataset[name]["text"]) for split, name in _HUB_SPLITS.items()}
 
 
@@ -129,7 +131,9 @@ def encode_text(
     pieces = split_for_encoding(text)
     batch = 64
     parts: list[np.ndarray] = []
-    with tqdm(total=len(text), desc=desc, unit="char", unit_scale=True, disable=not progress) as bar:
+    with tqdm(
+        total=len(text), desc=desc, unit="char", unit_scale=True, disable=not progress
+    ) as bar:
         for i in range(0, len(pieces), batch):
             chunk = pieces[i : i + batch]
             parts += [np.asarray(ids, dtype=np.int64) for ids in tokenizer.encode_batch(chunk)]
@@ -237,7 +241,9 @@ def cache_problems(folder: Path, tokenizer: Tokenizer) -> list[str]:
         return [f"{path} is unreadable: {exc!r}"]
     if manifest.get("format") != CACHE_FORMAT or tokenizer_hash != tokenizer.content_hash():
         return [f"{path} was written for another cache format or tokenizer"]
-    return [p for split, entry in entries.items() for p in _bin_problems(folder, split, entry, dtype)]
+    return [
+        p for split, entry in entries.items() for p in _bin_problems(folder, split, entry, dtype)
+    ]
 
 
 def _bin_problems(folder: Path, split: str, entry: dict, dtype: np.dtype) -> Iterator[str]:
@@ -256,7 +262,9 @@ def _open_prepared(folder: Path, manifest: dict, tokenizer: Tokenizer) -> Prepar
     dtype = np.dtype(manifest["dtype"])
     entries = manifest["splits"]
     splits = {
-        split: np.memmap(folder / f"{split}.bin", dtype=dtype, mode="r", shape=(entries[split]["tokens"],))
+        split: np.memmap(
+            folder / f"{split}.bin", dtype=dtype, mode="r", shape=(entries[split]["tokens"],)
+        )
         for split in SPLITS
     }
     tokens_per_word = {split: entries[split]["tokens_per_word"] for split in SPLITS}
@@ -264,7 +272,10 @@ def _open_prepared(folder: Path, manifest: dict, tokenizer: Tokenizer) -> Prepar
 
 
 def prepare_lm_data(
-    source: DataSource, tokenizer: Tokenizer, cache_dir: str | os.PathLike[str], progress: bool = True
+    source: DataSource,
+    tokenizer: Tokenizer,
+    cache_dir: str | os.PathLike[str],
+    progress: bool = True,
 ) -> PreparedLM:
     """Encode WikiText-2 with ``tokenizer`` once and memory-map the cached token arrays.
 
