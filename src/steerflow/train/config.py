@@ -1,0 +1,285 @@
+"""``TrainConfig``: every option of ``steerflow train`` in one validated dataclass.
+
+The config is saved as ``OUT/train_config.json`` when a run starts. Fields left at ``None`` are
+filled from the model preset's training defaults (:data:`TRAIN_DEFAULTS`) in ``__post_init__``,
+so the saved file always states the values the run used.
+
+Gradient events (counted per step, reported in ``summary.json``):
+
+* **vanishing** — the total gradient norm, or the ODE block's, is below ``vanish_floor``.
+* **exploding** — the total gradient norm is non-finite, or above ``explode_factor`` × the median
+  of the last ``explode_window`` finite norms (judged once at least ``EXPLODE_MIN_HISTORY`` norms
+  are known).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from steerflow.config import PRESETS, ModelConfig, _check_fields, _check_types
+from steerflow.errors import ConfigError
+
+TASKS = ("lm", "steer")
+MODEL_KINDS = ("baseline", "hybrid")
+DTYPES = ("float32", "bfloat16")
+NONFINITE_ACTIONS = ("skip", "stop")
+LM_U_MODES = ("zero", "random")
+#: an exploding step is judged against a running median only once this many norms are known
+EXPLODE_MIN_HISTORY = 10
+
+#: Training defaults per model preset (used for fields left at None). ``small`` is tuned to train
+#: a useful hybrid on WikiText-2 in about two minutes on 2 CPU cores; ``paper`` follows paper 1
+#: (500 steps; its batch size and learning rate are not given, these are ours).
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(steps=40, batch_size=8, lr=3e-3, warmup_steps=4),
+    "small": dict(steps=300, batch_size=32, lr=2e-3, warmup_steps=30),
+    "paper": dict(steps=500, batch_size=32, lr=1e-3, warmup_steps=50),
+    "gpt2": dict(steps=2000, batch_size=32, lr=6e-4, warmup_steps=200),
+}
+_GENERIC_DEFAULTS = TRAIN_DEFAULTS["small"]
+#: fields that may change between a run and its ``--resume`` (they do not change the trajectory)
+RESUME_FREE = frozenset({"out", "resume", "quiet", "data_dir", "cache_dir", "device", "threads",
+                         "compile", "eval_interval", "eval_batches", "test_batches",
+                         "eval_batch_size", "save_every", "keep_checkpoints"})
+
+
+def default_tokenizer(config_name: str, vocab_size: int) -> str:
+    """``bpe:<preset vocab>`` for the small presets, GPT-2's BPE for ``paper``/``gpt2``."""
+    return "gpt2" if config_name in ("paper", "gpt2") else f"bpe:{vocab_size}"
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (``steerflow train``); see the module docstring for events.
+
+    Args:
+        out: the run folder: final model (``save_pretrained``), ``metrics.jsonl``,
+            ``train_config.json``, ``summary.json`` and ``checkpoints/``.
+        config: a model preset name (``tiny``, ``small``, ``paper``, ``gpt2``) or a path to a
+            ``config.json`` holding a :class:`~steerflow.config.ModelConfig`.
+        model: ``hybrid`` (ODE block) or ``baseline`` (the discrete model of the same shape).
+        model_overrides: ModelConfig fields to change, e.g. ``{"alpha_init": 0.05}``.
+        task: ``lm`` (language-model pretraining) or ``steer`` (train the ODE block of the model in
+            ``init_from`` on texts labelled with u; see :mod:`steerflow.steer.data`).
+        init_from: a checkpoint folder to start from (required for ``task="steer"``).
+        steer_data: ``sst2``, ``cloze`` or a ``.jsonl`` file of ``{"text", "u"}`` records.
+        steer_axis: the control axis the sentiment label drives when ``control_dim > 1``.
+        train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
+            LayerNorm and head stay frozen).
+        tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
+            ``gpt2`` for paper/gpt2. The model's vocabulary size is set from it.
+        data_dir: a local data folder (else ``$STEERFLOW_DATA``, else the Hugging Face Hub).
+        cache_dir: prepared-data cache (default ``$STEERFLOW_CACHE`` or ``~/.cache/steerflow``).
+        steps: optimizer steps. batch_size: sequences per step, all ranks and micro-batches
+            together. block_size: context length (changes the model's ``block_size``).
+        lr, min_lr_ratio, warmup_steps: linear warmup to ``lr``, then cosine decay to
+            ``lr * min_lr_ratio`` at the last step.
+        weight_decay, beta1, beta2: AdamW; no decay on biases, LayerNorms, α and embeddings.
+        grad_clip: clip the total gradient norm to this value (0 disables clipping).
+        grad_accum: micro-batches per step (``batch_size`` must divide evenly).
+        seed: model init, data order and any sampled u.
+        eval_interval: validate every N steps (default: 5 times per run). eval_batches: batches
+            per periodic validation. test_batches: batches of the final valid/test evaluation
+            (None: the whole split). eval_batch_size: default ``batch_size``.
+        save_every: checkpoint every N steps (default: 4 times per run, plus the last step);
+            keep_checkpoints: how many to keep.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ... dtype: ``float32`` or ``bfloat16``
+            (autocast). compile: ``torch.compile`` the model.
+        resume: continue the run in ``out`` from its last checkpoint (fresh start if none).
+        quiet: no progress bar or log lines.
+        lm_u: u during LM pretraining: ``zero`` (paper 1: the control is only trained in the
+            steering stage) or ``random`` (u ~ U[-1, 1] per sequence, so the field learns to
+            tolerate u ≠ 0 before steering).
+        vanish_floor, explode_factor, explode_window: gradient-event thresholds (module docstring).
+        on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
+            ``stop`` the run with an error naming the step.
+        threads: ``torch.set_num_threads`` for the run (None: leave as is).
+    """
+
+    out: str
+    config: str = "small"
+    model: str = "hybrid"
+    model_overrides: dict = field(default_factory=dict)
+    task: str = "lm"
+    init_from: Optional[str] = None
+    steer_data: str = "sst2"
+    steer_axis: int = 0
+    train_discrete: bool = False
+    tokenizer: Optional[str] = None
+    data_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    block_size: Optional[int] = None
+    lr: Optional[float] = None
+    min_lr_ratio: float = 0.1
+    warmup_steps: Optional[int] = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    seed: int = 1337
+    eval_interval: Optional[int] = None
+    eval_batches: int = 20
+    test_batches: Optional[int] = None
+    eval_batch_size: Optional[int] = None
+    save_every: Optional[int] = None
+    keep_checkpoints: int = 3
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    resume: bool = False
+    quiet: bool = False
+    lm_u: str = "zero"
+    vanish_floor: float = 1e-6
+    explode_factor: float = 10.0
+    explode_window: int = 50
+    on_nonfinite: str = "skip"
+    threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.out, Path):
+            self.out = str(self.out)
+        _check_types(self)
+        self._check_choices()
+        self._fill_defaults()
+        self._check_numbers()
+        self._check_task()
+
+    # ------------------------------------------------------------------ validation
+    def _check_choices(self) -> None:
+        if not self.out:
+            raise ConfigError("TrainConfig.out is empty; give the run folder (--out DIR)")
+        for name, allowed in (("model", MODEL_KINDS), ("task", TASKS), ("dtype", DTYPES),
+                              ("on_nonfinite", NONFINITE_ACTIONS), ("lm_u", LM_U_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        if self.config not in PRESETS and not Path(self.config).is_file():
+            raise ConfigError(f"config {self.config!r} is neither a preset "
+                              f"({', '.join(PRESETS)}) nor an existing config.json file")
+        names = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(self.model_overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown model override(s) {unknown}; ModelConfig fields are: "
+                              f"{', '.join(sorted(names))}")
+
+    def _fill_defaults(self) -> None:
+        defaults = TRAIN_DEFAULTS.get(self.config, _GENERIC_DEFAULTS)
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.eval_interval is None:
+            self.eval_interval = max(1, self.steps // 5)
+        if self.save_every is None:
+            self.save_every = max(1, self.steps // 4)
+        if self.eval_batch_size is None:
+            self.eval_batch_size = self.batch_size
+
+    def _check_numbers(self) -> None:
+        positive = ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches",
+                    "eval_batch_size", "save_every", "keep_checkpoints", "explode_window")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("block_size", "test_batches", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1 or None, got {value}")
+        if self.warmup_steps < 0 or self.seed < 0 or self.steer_axis < 0:
+            raise ConfigError(f"warmup_steps, seed and steer_axis must be >= 0, got "
+                              f"{self.warmup_steps}, {self.seed}, {self.steer_axis}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by grad_accum "
+                              f"{self.grad_accum}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
+        checks = (("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("beta1", 0 <= self.beta1 < 1, "in [0, 1)"),
+                  ("beta2", 0 <= self.beta2 < 1, "in [0, 1)"),
+                  ("grad_clip", self.grad_clip >= 0, ">= 0 (0 disables clipping)"),
+                  ("vanish_floor", self.vanish_floor >= 0, ">= 0"),
+                  ("explode_factor", self.explode_factor > 1, "> 1"))
+        for name, ok, rule in checks:
+            value = getattr(self, name)
+            if not (ok and math.isfinite(value)):
+                raise ConfigError(f"TrainConfig.{name} must be {rule}, got {value}")
+
+    def _check_task(self) -> None:
+        if self.task == "steer" and not self.init_from:
+            raise ConfigError("task 'steer' trains the ODE block of a pretrained model; give the "
+                              "checkpoint with --from CKPT")
+        if self.init_from is not None and not Path(self.init_from).is_dir():
+            raise ConfigError(f"--from {self.init_from}: no such checkpoint folder")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    def model_config(self, vocab_size: Optional[int] = None) -> ModelConfig:
+        """The ModelConfig of a fresh model: preset or file, overrides, baseline, vocab, context."""
+        if self.config in PRESETS:
+            base = ModelConfig.from_name(self.config)
+        else:
+            base = ModelConfig.from_json(self.config)
+        changes = dict(self.model_overrides)
+        if vocab_size is not None:
+            changes["vocab_size"] = vocab_size
+        if self.block_size is not None:
+            changes["block_size"] = self.block_size
+        if self.model == "baseline":
+            changes["ode_span"] = None
+        data = {**base.to_dict(), **changes}
+        return ModelConfig.from_dict(data)
+
+    def tokenizer_spec(self) -> str:
+        """The tokenizer spec this run uses (explicit, or the preset's default)."""
+        if self.tokenizer:
+            return self.tokenizer
+        return default_tokenizer(self.config, self.model_config().vocab_size)
+
+    def cache_path(self) -> Path:
+        """The prepared-data cache: ``cache_dir``, ``$STEERFLOW_CACHE``, ``~/.cache/steerflow``."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("STEERFLOW_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "steerflow"
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        _check_fields(cls, data)
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: train config not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def resume_mismatch(self, saved: "TrainConfig") -> list[str]:
+        """Fields that differ from the run being resumed and would change its trajectory."""
+        mine, theirs = self.to_dict(), saved.to_dict()
+        return sorted(k for k in mine if k not in RESUME_FREE and mine[k] != theirs.get(k))
