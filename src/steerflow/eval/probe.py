@@ -3,9 +3,10 @@
 Three measurements on a trained hybrid:
 
 * **NFE against u** for dopri5 and adaptive_heun. torchdiffeq takes one step size for a whole
-  batch, so a batch solve reports the NFE its *hardest* example needs. We report both: NFE **per
-  batch** (one solve of the batch) and NFE **per example** (each sequence solved alone), and the
-  relative difference of the two solvers' counts (paper: within 15 %).
+  batch, controlled by the RMS of the error estimate over every element of the batch, so a batch
+  solve's NFE belongs to no single example. We report both: NFE **per batch** (one solve of the
+  batch) and NFE **per example** (each sequence solved alone), and the relative difference of the
+  two solvers' counts (paper: within 15 %).
 * **NFE against tolerance** (rtol = 1e-3 … 1e-7, atol = rtol/10) for each u (paper: 14 → 26 NFE
   for a 1000× tighter tolerance), with the fitted growth exponent of NFE in 1/rtol.
 * **Linear probes** (logistic regression, stratified k-fold cross-validation) on mean-pooled hidden
