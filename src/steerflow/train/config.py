@@ -73,7 +73,8 @@ class TrainConfig:
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
-            ``gpt2`` for paper/gpt2. The model's vocabulary size is set from it.
+            ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
+            vocabulary size is set from it.
         data_dir: a local data folder (else ``$STEERFLOW_DATA``, else the Hugging Face Hub).
         cache_dir: prepared-data cache (default ``$STEERFLOW_CACHE`` or ``~/.cache/steerflow``).
         steps: optimizer steps. batch_size: sequences per step, all ranks and micro-batches
@@ -182,6 +183,8 @@ class TrainConfig:
             self.save_every = max(1, self.steps // 4)
         if self.eval_batch_size is None:
             self.eval_batch_size = self.batch_size
+        if self.tokenizer is None and self.init_from is None:
+            self.tokenizer = default_tokenizer(self.config, self.model_config().vocab_size)
 
     def _check_numbers(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches",
@@ -243,9 +246,7 @@ class TrainConfig:
 
     def tokenizer_spec(self) -> str:
         """The tokenizer spec this run uses (explicit, or the preset's default)."""
-        if self.tokenizer:
-            return self.tokenizer
-        return default_tokenizer(self.config, self.model_config().vocab_size)
+        return self.tokenizer or default_tokenizer(self.config, self.model_config().vocab_size)
 
     def cache_path(self) -> Path:
         """The prepared-data cache: ``cache_dir``, ``$STEERFLOW_CACHE``, ``~/.cache/steerflow``."""

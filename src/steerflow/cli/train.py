@@ -1,0 +1,129 @@
+"""``steerflow train``: train a baseline or hybrid model on WikiText-2, or steer a trained one.
+
+A thin wrapper around :func:`steerflow.train.train`; every flag is a :class:`TrainConfig` field.
+Data-parallel: ``torchrun --nproc_per_node=K -m steerflow train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from steerflow.errors import ConfigError
+
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a baseline or hybrid model on WikiText-2, or steer a trained one",
+        description="Train a discrete baseline or a continuous-depth hybrid on WikiText-2 "
+                    "(--task lm), or train the ODE block of a checkpoint on texts labelled with "
+                    "u (--task steer --from CKPT). Writes the final model into --out "
+                    "(save_pretrained, tokenizer included), metrics.jsonl, train_config.json, "
+                    "summary.json and resumable checkpoints under OUT/checkpoints/. Data-parallel: "
+                    "torchrun --nproc_per_node=K -m steerflow train ... . Exit code 130 when a "
+                    "signal stopped the run (its state is saved; rerun with --resume).")
+    what = p.add_argument_group("what to train")
+    what.add_argument("--config", help="model preset (tiny, small, paper, gpt2) or a config.json "
+                                       "path (default: small)")
+    what.add_argument("--model", choices=["baseline", "hybrid"],
+                      help="discrete baseline or hybrid with an ODE block (default: hybrid)")
+    what.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="change a ModelConfig field, e.g. --set alpha_init=0.05 (repeatable; "
+                           "VALUE is JSON, else a string)")
+    what.add_argument("--task", choices=["lm", "steer"], help="lm pretraining (default) or steer")
+    what.add_argument("--from", dest="init_from", metavar="CKPT",
+                      help="start from this checkpoint folder (required for --task steer)")
+    what.add_argument("--steer-data", help="steering texts: sst2 (default), cloze or a .jsonl file")
+    what.add_argument("--steer-axis", type=int, help="control axis of the sentiment label")
+    what.add_argument("--train-discrete", action="store_true", default=None,
+                      help="--task steer: also train the discrete blocks")
+    what.add_argument("--lm-u", choices=["zero", "random"],
+                      help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
+    data = p.add_argument_group("data")
+    data.add_argument("--tokenizer", help="gpt2 or bpe:N (default: bpe:<preset vocab> for "
+                                          "tiny/small, gpt2 for paper/gpt2)")
+    data.add_argument("--data-dir", help="local data folder (default: $STEERFLOW_DATA, then the Hub)")
+    data.add_argument("--cache-dir", help="prepared-data cache (default: $STEERFLOW_CACHE or "
+                                          "~/.cache/steerflow)")
+    opt = p.add_argument_group("optimisation")
+    for flag, kind, text in (
+            ("--steps", int, "optimizer steps"), ("--batch-size", int, "sequences per step (global)"),
+            ("--block-size", int, "context length"), ("--lr", float, "peak learning rate"),
+            ("--min-lr-ratio", float, "final lr / peak lr of the cosine (default 0.1)"),
+            ("--warmup", int, "linear warmup steps"), ("--weight-decay", float, "AdamW decay (0.1)"),
+            ("--beta1", float, "AdamW β1 (0.9)"), ("--beta2", float, "AdamW β2 (0.95)"),
+            ("--grad-clip", float, "clip the total grad norm (1.0; 0 = off)"),
+            ("--grad-accum", int, "micro-batches per step (1)"), ("--seed", int, "seed (1337)")):
+        opt.add_argument(flag, type=kind, help=text,
+                         dest="warmup_steps" if flag == "--warmup" else None)
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, help="run folder (created; never wiped)")
+    run.add_argument("--resume", action="store_true", default=None,
+                     help="continue the run in --out from its last checkpoint")
+    for flag, kind, text in (
+            ("--eval-interval", int, "validate every N steps (default: 5 times per run)"),
+            ("--eval-batches", int, "batches per periodic validation (20)"),
+            ("--test-batches", int, "batches of the final evaluation (default: whole split)"),
+            ("--eval-batch-size", int, "evaluation batch size (default: --batch-size)"),
+            ("--save-every", int, "checkpoint every N steps (default: 4 times per run)"),
+            ("--keep-checkpoints", int, "checkpoints to keep (3)"),
+            ("--threads", int, "torch CPU threads"),
+            ("--explode-window", int, "running-median window of the exploding test (50)")):
+        run.add_argument(flag, type=kind, help=text)
+    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--dtype", choices=["float32", "bfloat16"], help="autocast dtype")
+    run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    run.add_argument("--vanish-floor", type=float, help="vanishing-gradient floor (1e-6)")
+    run.add_argument("--explode-factor", type=float,
+                     help="exploding = grad norm above this × running median (10)")
+    run.add_argument("--on-nonfinite", choices=["skip", "stop"],
+                     help="on a NaN/inf loss or gradient: skip the update (default) or stop")
+    run.add_argument("--quiet", action="store_true", default=None, help="no progress bar or logs")
+    run.add_argument("--json", action="store_true", help="print summary.json's content on stdout")
+    p.set_defaults(func=run_command)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["alpha_init=0.05", "field=mlp"]`` → ``{"alpha_init": 0.05, "field": "mlp"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` the flags describe (unset flags keep the config's defaults)."""
+    import dataclasses
+
+    from steerflow.train.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values["model_overrides"] = parse_overrides(args.overrides)
+    return TrainConfig(**values)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from steerflow.cli.common import print_json
+    from steerflow.train import train
+
+    cfg = config_from_args(args)
+    result = train(cfg)
+    if args.json and _is_rank0():
+        print_json(result.summary())
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
