@@ -32,6 +32,7 @@ from steerflow.eval.judges import (
     judge_agreement,
     load_or_train,
     make_judge,
+    prepare_for_classifier,
     ptb_tokenize,
     word_ngrams,
 )
@@ -81,7 +82,9 @@ def _synthetic_pairs(n: int, seed: int) -> list[tuple[str, int]]:
     pairs = []
     for _ in range(n):
         label = int(rng.integers(2))
-        words = list(rng.choice(FILLER, size=5)) + list(rng.choice(POS_WORDS if label else NEG_WORDS, size=2))
+        words = list(rng.choice(FILLER, size=5)) + list(
+            rng.choice(POS_WORDS if label else NEG_WORDS, size=2)
+        )
         rng.shuffle(words)
         pairs.append((" ".join(words), label))
     return pairs
@@ -103,16 +106,57 @@ def test_clean_generated_text_undoes_wikitext_markers() -> None:
 
 def test_ptb_tokenize_matches_sst2_conventions() -> None:
     assert ptb_tokenize("It's not bad, I can't say it isn't.") == [
-        "it", "'s", "not", "bad", ",", "i", "ca", "n't", "say", "it", "is", "n't", "."]
+        "it",
+        "'s",
+        "not",
+        "bad",
+        ",",
+        "i",
+        "ca",
+        "n't",
+        "say",
+        "it",
+        "is",
+        "n't",
+        ".",
+    ]
     assert ptb_tokenize('A "well-made" film (really) by Mr. Smith...') == [
-        "a", "``", "well-made", "''", "film", "(", "really", ")", "by", "mr.", "smith", "..."]
-    assert ptb_tokenize("they're here; we've won!") == ["they", "'re", "here", ";", "we", "'ve", "won", "!"]
+        "a",
+        "``",
+        "well-made",
+        "''",
+        "film",
+        "(",
+        "really",
+        ")",
+        "by",
+        "mr.",
+        "smith",
+        "...",
+    ]
+    assert ptb_tokenize("they're here; we've won!") == [
+        "they",
+        "'re",
+        "here",
+        ";",
+        "we",
+        "'ve",
+        "won",
+        "!",
+    ]
 
 
 def test_ptb_tokenize_leaves_sst2_text_unchanged(sst2: tuple[list, list]) -> None:
     _, dev = sst2
     unchanged = np.mean([ptb_tokenize(text) == text.split() for text, _ in dev])
     assert unchanged >= 0.99
+
+
+@given(st.lists(st.text(alphabet=" \n\t'\"`.,;!?()-@$aAnst<>|kuendoftx19", max_size=30), max_size=6))
+def test_batched_preparation_equals_per_text(texts: list[str]) -> None:
+    """The batched fast path (all texts joined by newlines) equals cleaning and tokenising each."""
+    expected = [ptb_tokenize(clean_generated_text(t)) for t in texts]
+    assert prepare_for_classifier(texts) == expected
 
 
 def test_ngram_extractors() -> None:
@@ -157,7 +201,9 @@ def test_tfidf_block_matches_sklearn(kind: str, ngram_range: tuple[int, int], mi
 
     docs = [text.split() for text, _ in _synthetic_pairs(60, 3)] + [[], ["great", "great", "great"]]
     extract = word_ngrams if kind == "word" else char_wb_ngrams
-    reference = TfidfVectorizer(analyzer=lambda d: extract(d, *ngram_range), sublinear_tf=True, min_df=min_df)
+    reference = TfidfVectorizer(
+        analyzer=lambda d: extract(d, *ngram_range), sublinear_tf=True, min_df=min_df
+    )
     expected = reference.fit_transform(docs).toarray()
     block, fitted = TfidfBlock.fit_transform(docs, kind, ngram_range, min_df)
     assert list(block.terms) == list(reference.get_feature_names_out())
@@ -166,17 +212,21 @@ def test_tfidf_block_matches_sklearn(kind: str, ngram_range: tuple[int, int], mi
     np.testing.assert_allclose(block.transform(docs).toarray(), expected, rtol=1e-12, atol=1e-15)
 
 
-# ------------------------------------------------------------------ SST-2 classifier on synthetic data
+# ------------------------------------------------- SST-2 classifier on synthetic data
 
 
 def test_small_classifier_learns_polarity(small_judge: SST2ClassifierJudge) -> None:
     assert small_judge.dev_accuracy == 1.0
-    proba = small_judge.positive_proba(["a brilliant and charming story", "a tedious and awful plot"])
+    proba = small_judge.positive_proba(
+        ["a brilliant and charming story", "a tedious and awful plot"]
+    )
     assert proba[0] > 0.8 and proba[1] < 0.2
     assert small_judge.meta["n_train"] == 300 and small_judge.meta["n_dev"] == 100
 
 
-def test_save_load_gives_identical_probabilities(small_judge: SST2ClassifierJudge, tmp_path: Path) -> None:
+def test_save_load_gives_identical_probabilities(
+    small_judge: SST2ClassifierJudge, tmp_path: Path
+) -> None:
     texts = [text for text, _ in _synthetic_pairs(50, 2)] + ["never seen words", ""]
     small_judge.save(tmp_path / "judge")
     loaded = SST2ClassifierJudge.load(tmp_path / "judge")
@@ -220,7 +270,9 @@ def test_load_validates_arrays_even_with_matching_checksum(saved_dir: Path) -> N
     manifest = json.loads((saved_dir / "manifest.json").read_text())
     import hashlib
 
-    manifest["files"]["idf_0.npy"] = hashlib.sha256((saved_dir / "idf_0.npy").read_bytes()).hexdigest()
+    manifest["files"]["idf_0.npy"] = hashlib.sha256(
+        (saved_dir / "idf_0.npy").read_bytes()
+    ).hexdigest()
     (saved_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="idf_0.npy.*float64"):
         SST2ClassifierJudge.load(saved_dir)
@@ -231,7 +283,9 @@ def test_load_or_train_reuses_cache_only_for_same_data(tmp_path: Path) -> None:
     first = load_or_train(tmp_path, lambda: train, lambda: dev)
     stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
     second = load_or_train(tmp_path, lambda: train, lambda: dev)
-    assert (tmp_path / "manifest.json").stat().st_mtime_ns == stamp  # not rewritten: loaded from cache
+    assert (
+        tmp_path / "manifest.json"
+    ).stat().st_mtime_ns == stamp  # not rewritten: loaded from cache
     texts = [t for t, _ in dev]
     assert second.positive_proba(texts).tobytes() == first.positive_proba(texts).tobytes()
 
@@ -247,15 +301,20 @@ def test_load_or_train_retrains_corrupt_cache(tmp_path: Path) -> None:
     (tmp_path / "coef.npy").write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="coef.npy"):
         judge = load_or_train(tmp_path, lambda: train, lambda: dev)
-    assert SST2ClassifierJudge.load(tmp_path).positive_proba(["good"]) == judge.positive_proba(["good"])
+    assert SST2ClassifierJudge.load(tmp_path).positive_proba(["good"]) == judge.positive_proba(
+        ["good"]
+    )
 
 
-@pytest.mark.parametrize("pairs, match", [
-    ([("fine", 2)], "labels must be 0"),
-    ([("fine",)], "pair"),
-    ([], "empty"),
-    ([("good", 1), ("great", 1)], "both labels"),
-])
+@pytest.mark.parametrize(
+    "pairs, match",
+    [
+        ([("fine", 2)], "labels must be 0"),
+        ([("fine",)], "pair"),
+        ([], "empty"),
+        ([("good", 1), ("great", 1)], "both labels"),
+    ],
+)
 def test_train_rejects_bad_pairs(pairs: list, match: str) -> None:
     with pytest.raises(DataError, match=match):
         SST2ClassifierJudge.train(pairs, [("good", 1)])
@@ -279,13 +338,16 @@ def test_both_judges_agree_on_clear_cases(sst2_judge: tuple[SST2ClassifierJudge,
 
 def test_classifier_handles_generated_text(sst2_judge: tuple[SST2ClassifierJudge, float]) -> None:
     judge = sst2_judge[0]
-    generated = ["The film was a beautiful , heart @-@ warming <unk> story that I loved .",
-                 "The film was a boring , badly acted <unk> waste of time ."]
+    generated = [
+        "The film was a beautiful , heart @-@ warming <unk> story that I loved .",
+        "The film was a boring , badly acted <unk> waste of time .",
+    ]
     assert judge.is_positive(generated).tolist() == [True, False]
 
 
-def test_judges_agree_beyond_chance_on_sst2_dev(sst2: tuple[list, list],
-                                                sst2_judge: tuple[SST2ClassifierJudge, float]) -> None:
+def test_judges_agree_beyond_chance_on_sst2_dev(
+    sst2: tuple[list, list], sst2_judge: tuple[SST2ClassifierJudge, float]
+) -> None:
     texts = [t for t, _ in sst2[1]]
     vader, clf = VaderJudge().is_positive(texts), sst2_judge[0].is_positive(texts)
     assert judge_agreement(vader, clf) > 0.6
@@ -296,7 +358,7 @@ def test_judges_agree_beyond_chance_on_sst2_dev(sst2: tuple[list, list],
 
 
 class FakePipeline:
-    """Stands in for ``transformers.pipeline``: scores 0.9 for the first label if 'good' is in a text."""
+    """Stands in for ``transformers.pipeline``: first label scores 0.9 if a text has 'good'."""
 
     def __init__(self, labels: tuple[str, ...]) -> None:
         self.labels = labels
@@ -311,25 +373,35 @@ class FakePipeline:
             for text in texts:
                 first = 0.9 if "good" in text else 0.1
                 rest = (1 - first) / (len(self.labels) - 1)
-                out.append([{"label": lab, "score": first if i == 0 else rest} for i, lab in enumerate(self.labels)])
+                out.append(
+                    [
+                        {"label": lab, "score": first if i == 0 else rest}
+                        for i, lab in enumerate(self.labels)
+                    ]
+                )
             return out
 
         return pipe
 
 
-@pytest.mark.parametrize("labels, expected", [
-    (("POSITIVE", "NEGATIVE"), [0.9, 0.1]),
-    (("NEGATIVE", "POSITIVE"), [0.1, 0.9]),
-    (("LABEL_1", "LABEL_0"), [0.9, 0.1]),
-    (("LABEL_0", "LABEL_1"), [0.1, 0.9]),
-    (("pos", "neutral", "neg"), [0.9 / 0.95, 0.1 / 0.55]),
-])
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (("POSITIVE", "NEGATIVE"), [0.9, 0.1]),
+        (("NEGATIVE", "POSITIVE"), [0.1, 0.9]),
+        (("LABEL_1", "LABEL_0"), [0.9, 0.1]),
+        (("LABEL_0", "LABEL_1"), [0.1, 0.9]),
+        (("pos", "neutral", "neg"), [0.9 / 0.95, 0.1 / 0.55]),
+    ],
+)
 def test_hf_judge_label_mapping(labels: tuple[str, ...], expected: list[float]) -> None:
     fake = FakePipeline(labels)
     judge = HFPipelineJudge("some/model", pipeline_fn=fake)
     assert fake.calls == [("sentiment-analysis", "some/model")]
     assert judge.name == "hf:some/model"
-    np.testing.assert_allclose(judge.positive_proba(["good film", "bad film"]), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        judge.positive_proba(["good film", "bad film"]), expected, rtol=1e-12
+    )
     assert judge.is_positive(["good film", "bad film"]).tolist() == [e >= 0.5 for e in expected]
 
 
@@ -337,11 +409,15 @@ def test_hf_judge_ambiguous_labels_need_explicit_names() -> None:
     fake = FakePipeline(("LABEL_0", "LABEL_1", "LABEL_2"))
     with pytest.raises(InputError, match="positive_label"):
         HFPipelineJudge("m", pipeline_fn=fake).positive_proba(["good"])
-    judge = HFPipelineJudge("m", pipeline_fn=fake, positive_label="label_2", negative_label="LABEL_0")
+    judge = HFPipelineJudge(
+        "m", pipeline_fn=fake, positive_label="label_2", negative_label="LABEL_0"
+    )
     np.testing.assert_allclose(judge.positive_proba(["good"]), [0.05 / 0.95])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="transformers is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is not None, reason="transformers is installed"
+)
 def test_hf_judge_without_transformers_says_how_to_install() -> None:
     with pytest.raises(InputError, match="pip install transformers"):
         HFPipelineJudge("distilbert-base-uncased-finetuned-sst-2-english")
@@ -351,7 +427,7 @@ def test_hf_judge_without_transformers_says_how_to_install() -> None:
 
 
 def _hash_encoder(texts: list[str]) -> np.ndarray:
-    """A deterministic bag-of-words encoder (word -> one of 64 dimensions) standing in for MiniLM."""
+    """A deterministic bag-of-words encoder (word -> one of 64 dimensions) in place of MiniLM."""
     out = np.zeros((len(texts), 64))
     for i, text in enumerate(texts):
         for word in text.lower().split():
@@ -360,8 +436,9 @@ def _hash_encoder(texts: list[str]) -> np.ndarray:
 
 
 def test_embedding_judge_with_injected_encoder(tmp_path: Path) -> None:
-    judge = EmbeddingJudge.train(_synthetic_pairs(300, 0), _synthetic_pairs(100, 1), max_train=200,
-                                 encoder=_hash_encoder)
+    judge = EmbeddingJudge.train(
+        _synthetic_pairs(300, 0), _synthetic_pairs(100, 1), max_train=200, encoder=_hash_encoder
+    )
     assert judge.meta["n_train"] == 200
     assert judge.dev_accuracy >= 0.9
     judge.save(tmp_path / "head")
@@ -378,8 +455,10 @@ def test_embedding_judge_real_minilm(sst2: tuple[list, list]) -> None:
     assert judge.is_positive([CLEAR_POSITIVE, CLEAR_NEGATIVE]).tolist() == [True, False]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None,
-                    reason="sentence-transformers is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is not None,
+    reason="sentence-transformers is installed",
+)
 def test_minilm_without_extra_says_how_to_install() -> None:
     with pytest.raises(InputError, match=r"pip install steerflow\[eval\]"):
         make_judge("minilm", train_pairs=[("good", 1), ("bad", 0)], dev_pairs=[("good", 1)])
@@ -395,20 +474,28 @@ def test_make_judge_specs(small_judge: SST2ClassifierJudge, tmp_path: Path) -> N
     assert isinstance(loaded, SST2ClassifierJudge) and loaded.name == "sst2-tfidf"
     hf = make_judge("hf:local/model", pipeline_fn=FakePipeline(("POSITIVE", "NEGATIVE")))
     assert hf.is_positive(["good"]).tolist() == [True]
-    trained = make_judge("sst2-tfidf", train_pairs=_synthetic_pairs(100, 0), dev_pairs=_synthetic_pairs(20, 1),
-                         config=TfidfConfig(char_ngrams=None), cache_dir=tmp_path / "cache")
+    trained = make_judge(
+        "sst2-tfidf",
+        train_pairs=_synthetic_pairs(100, 0),
+        dev_pairs=_synthetic_pairs(20, 1),
+        config=TfidfConfig(char_ngrams=None),
+        cache_dir=tmp_path / "cache",
+    )
     assert (tmp_path / "cache" / "manifest.json").is_file()
     assert len(trained.blocks) == 1
 
 
-@pytest.mark.parametrize("spec, kw, match", [
-    ("roberta", {}, "vader, sst2-tfidf, minilm, hf:"),
-    ("hf:", {}, "valid specs"),
-    ("vader", {"threshold": 0.1}, "unknown arguments"),
-    ("sst2-tfidf", {}, "train_pairs"),
-    ("sst2-tfidf", {"path": "x", "seed": 1}, "unknown arguments"),
-    ("hf:m", {"device": 0}, "unknown arguments"),
-])
+@pytest.mark.parametrize(
+    "spec, kw, match",
+    [
+        ("roberta", {}, "vader, sst2-tfidf, minilm, hf:"),
+        ("hf:", {}, "valid specs"),
+        ("vader", {"threshold": 0.1}, "unknown arguments"),
+        ("sst2-tfidf", {}, "train_pairs"),
+        ("sst2-tfidf", {"path": "x", "seed": 1}, "unknown arguments"),
+        ("hf:m", {"device": 0}, "unknown arguments"),
+    ],
+)
 def test_make_judge_errors(spec: str, kw: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         make_judge(spec, **kw)

