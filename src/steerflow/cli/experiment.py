@@ -3,6 +3,7 @@
 from steerflow.cli.group import add_group
 
 MEMBERS: list[tuple[str, str]] = [
+    ("gradient-stability", "steerflow.cli.exp_gradient_stability"),
 ]
 
 

@@ -18,6 +18,7 @@ from steerflow.errors import SolverError, SteerflowError
 #: (subcommand, module) in the order ``--help`` lists them
 COMMANDS: list[tuple[str, str]] = [
     ("info", "steerflow.cli.info"),
+    ("train", "steerflow.cli.train"),
     ("eval", "steerflow.cli.eval"),
     ("analyze", "steerflow.cli.analyze"),
     ("experiment", "steerflow.cli.experiment"),
