@@ -4,6 +4,7 @@ from steerflow.cli.group import add_group
 
 #: (kind, module) — each module defines add_parser(subparsers) and run(args)
 MEMBERS: list[tuple[str, str]] = [
+    ("steering", "steerflow.cli.eval_steering"),
     ("invariance", "steerflow.cli.eval_invariance"),
     ("probe", "steerflow.cli.eval_probe"),
 ]

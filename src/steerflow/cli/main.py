@@ -19,6 +19,7 @@ from steerflow.errors import SolverError, SteerflowError
 COMMANDS: list[tuple[str, str]] = [
     ("info", "steerflow.cli.info"),
     ("train", "steerflow.cli.train"),
+    ("generate", "steerflow.cli.generate"),
     ("eval", "steerflow.cli.eval"),
     ("analyze", "steerflow.cli.analyze"),
     ("experiment", "steerflow.cli.experiment"),

@@ -1,0 +1,135 @@
+"""``steerflow eval steering CKPT``: probe, sweep, open-ended steering and baselines → results.json."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    from steerflow.errors import InputError
+
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "steering", help="steering: the paper's probe and sweep, open-ended steering, baselines",
+        description="Evaluate a steered checkpoint: P(' good') / P(' bad') after 'The movie was' "
+                    "for u in {+1, 0, -1} and a sweep over [-2, 2] (paper 1, Table 2 and Fig. 2); "
+                    "open-ended continuations of neutral WikiText-2 prompts judged by VADER and an "
+                    "SST-2 classifier, with perplexity and distinct-n; and the baselines on the "
+                    "same prompts: no control, ActAdd on the base model, the additive-injection "
+                    "ablation. Writes results.json, results.md, fig2.png and tradeoff.png.")
+    p.add_argument("checkpoint", help="the steered checkpoint (a `steerflow train --task steer` "
+                                      "run folder)")
+    p.add_argument("--out", default=None, help="folder for results (default CKPT/eval-steering)")
+    p.add_argument("--json", action="store_true", help="print results.json's object on stdout")
+    p.add_argument("--base", default=None, help="the pretrained model steering started from "
+                   "(default: --from of the run, read from CKPT/train_config.json)")
+    p.add_argument("--ablation", default=None, help="the additive-injection model "
+                                                    "(injection=add) trained like CKPT")
+    p.add_argument("--baseline", default=None, help="a discrete baseline LM: a second "
+                                                    "perplexity scorer")
+    p.add_argument("--judge", action="append", default=[], metavar="SPEC",
+                   help="an extra judge, e.g. hf:<model path> or minilm (repeatable)")
+    p.add_argument("--data-dir", default=None, help="data folder (default $STEERFLOW_DATA)")
+    p.add_argument("--prompts", type=int, default=50, help="neutral prompts (default 50)")
+    p.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="new tokens (default 20)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass (default 0.9)")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="prompt choice and sampling seed")
+    p.add_argument("--sweep-points", type=int, default=21, help="probe sweep points on [-2, 2]")
+    p.add_argument("--open-us", type=_floats, default=None,
+                   help="u values of the open-ended sweep (default -2,-1.5,...,2)")
+    p.add_argument("--actadd-coefs", type=_floats, default=None,
+                   help="ActAdd coefficients (default -8,-4,-2,-1,0,1,2,4,8)")
+    p.add_argument("--axis", type=int, default=0, help="control axis to steer (control_dim > 1)")
+    p.add_argument("--judge-cache", default=None,
+                   help="folder to keep the trained SST-2 judge in, reused while the data match "
+                        "(default $STEERFLOW_CACHE/judges/sst2-tfidf, else ~/.cache/steerflow/...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for small "
+                        "models on a busy machine)")
+    p.set_defaults(func=run)
+
+
+def _load_models(args: argparse.Namespace):
+    from pathlib import Path
+
+    from steerflow.cli.common import load_model
+    from steerflow.steer.evaluate import Models, steer_run_info
+
+    steered = load_model(args.checkpoint)
+    names = {"steered": str(args.checkpoint)}
+    base_path = args.base or steer_run_info(args.checkpoint).get("init_from")
+    if base_path and Path(base_path).resolve() != Path(args.checkpoint).resolve():
+        base = load_model(base_path)
+        names["base"] = str(base_path)
+    else:
+        base = steered  # no base known: the steered model at u = 0 stands in for it
+        names["base"] = f"{args.checkpoint} at u=0 (no --base)"
+    models = Models(steered, base, names=names)
+    for role in ("ablation", "baseline"):
+        path = getattr(args, role)
+        if path:
+            setattr(models, role, load_model(path))
+            names[role] = str(path)
+    return models
+
+
+def set_threads(threads):
+    """``torch.set_num_threads`` for ``--threads`` (None leaves torch's default)."""
+    from steerflow.errors import InputError
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _judge_cache():
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("STEERFLOW_CACHE")
+    root = Path(root).expanduser() if root else Path.home() / ".cache" / "steerflow"
+    return root / "judges" / "sst2-tfidf"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from steerflow.cli.common import eprint, print_json
+    from steerflow.data import resolve_data_source
+    from steerflow.steer.evaluate import DEFAULT_OPEN_US, SteeringEvalConfig, evaluate_steering
+    from steerflow.steer.actadd import DEFAULT_COEFS
+    from steerflow.steer.report import markdown, to_json, write_results
+
+    cfg = SteeringEvalConfig(
+        prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        sweep_points=args.sweep_points, open_us=args.open_us or DEFAULT_OPEN_US,
+        actadd_coefs=args.actadd_coefs or DEFAULT_COEFS, axis=args.axis,
+        extra_judges=tuple(args.judge), judge_cache=args.judge_cache or str(_judge_cache()),
+        progress=not args.quiet)
+    set_threads(args.threads)
+    source = resolve_data_source(args.data_dir)
+    models = _load_models(args)
+    log = None if args.quiet else (lambda msg: eprint(f"[eval steering] {msg}"))
+    results = evaluate_steering(models, source, cfg, log=log)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-steering"
+    paths = write_results(results, out)
+    if args.json:
+        print_json(to_json(results))
+    else:
+        print(markdown(results))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
