@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         extra_judges=tuple(args.judge), judge_cache=args.judge_cache or str(_judge_cache()),
         progress=not args.quiet)
     set_threads(args.threads)
-    source = resolve_data_source(args.data_dir)
+    source = resolve_data_source(args.data_dir, require=("wikitext-2", "sst2"))
     models = _load_models(args)
     log = None if args.quiet else (lambda msg: eprint(f"[eval steering] {msg}"))
     results = evaluate_steering(models, source, cfg, log=log)
