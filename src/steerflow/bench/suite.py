@@ -1,0 +1,442 @@
+"""The benchmarks of ``steerflow bench``: hybrid vs discrete baseline, side by side in one process.
+
+Every figure is a ratio of two contenders timed in alternating rounds on the same inputs (see
+:mod:`steerflow.bench.timing`). The hybrid is the preset's own configuration (paper 1's
+``mlp`` field, 4 Euler steps, adjoint gradients: the gradient-stability experiment's model) and the
+baseline is :meth:`ModelConfig.as_baseline` of it. Token ids are random: the cost of a transformer
+does not depend on which ids it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from steerflow.bench.flops import flops_per_token
+from steerflow.bench.machine import machine_info
+from steerflow.bench.memory import measure_step_memory
+from steerflow.bench.timing import Timing, paired_ratio, synchronize, time_alternating
+from steerflow.config import PRESETS, ModelConfig, SolverSpec
+from steerflow.errors import ConfigError
+
+#: the benchmarks, in the order they run
+BENCHMARKS = ("latency", "generate", "train", "memory", "mfu", "solver")
+
+#: issue 8's targets: (key, comparison, bound); ``latency_ratio`` depends on the config
+TARGETS: dict[str, tuple[str, float]] = {
+    "latency_over_flop": ("<=", 1.05),
+    "generate_ratio": (">=", 1.0),
+    "train_ratio": (">=", 1.0),
+    "adjoint_memory_growth": ("<=", 1.25),
+    "direct_memory_growth": (">=", 4.0),
+    "mfu": (">=", 0.40),
+}
+LATENCY_TARGETS = {"paper": 0.97, "gpt2": 0.90}
+
+
+@dataclass
+class BenchOptions:
+    """What to run and at which shapes. :meth:`quick` gives the CI smoke-test settings."""
+
+    config: str = "paper"
+    batch_size: int = 8
+    seq_len: Optional[int] = None          # default: min(128, block_size)
+    reps: int = 7
+    warmup: int = 2
+    train_reps: int = 5
+    gen_batch: int = 1
+    gen_prompt: int = 16
+    gen_tokens: int = 48
+    gen_reps: int = 5
+    memory_steps: tuple[int, int] = (4, 64)
+    memory_model_scope: bool = True        # also measure whole-model training steps
+    matmul_size: int = 2048
+    device: str = "cpu"
+    threads: Optional[int] = None
+    seed: int = 0
+    only: tuple[str, ...] = BENCHMARKS
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.config not in PRESETS:
+            raise ConfigError(f"unknown config {self.config!r}; presets are {', '.join(PRESETS)}")
+        unknown = sorted(set(self.only) - set(BENCHMARKS))
+        if unknown:
+            raise ConfigError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+        for name in ("batch_size", "reps", "train_reps", "gen_batch", "gen_prompt", "gen_tokens",
+                     "gen_reps", "matmul_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bench option {name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        lo, hi = self.memory_steps
+        if not 1 <= lo < hi:
+            raise ConfigError(f"memory_steps must be two step counts 1 <= a < b, got {self.memory_steps}")
+
+    @classmethod
+    def quick_options(cls, **overrides) -> "BenchOptions":
+        """The ``--quick`` settings: ``tiny`` config, few repetitions (well under a minute)."""
+        # one thread: the tiny model is overhead-bound, and on a shared machine a second OpenMP
+        # thread mostly waits at barriers for a descheduled sibling
+        values = dict(config="tiny", reps=5, warmup=1, train_reps=3, gen_prompt=8, gen_tokens=16,
+                      gen_reps=3, matmul_size=512, memory_model_scope=False, threads=1,
+                      quick=True)
+        values.update(overrides)
+        return cls(**values)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_name(self.config)
+
+    def resolved_seq_len(self, config: ModelConfig) -> int:
+        T = self.seq_len if self.seq_len is not None else min(128, config.block_size)
+        if not 1 <= T <= config.block_size:
+            raise ConfigError(f"seq_len must be in [1, {config.block_size}] for config "
+                              f"{self.config!r}, got {T}")
+        return T
+
+
+@dataclass
+class Contenders:
+    """The two models (eval mode) and the inputs every inference benchmark shares."""
+
+    hybrid: object
+    baseline: object
+    idx: object          # (B, T) token ids
+    solver: SolverSpec   # the training solver (paper 1: Euler, 4 steps)
+
+
+def build_models(config: ModelConfig, device: str, seed: int):
+    """Hybrid and baseline of the same shape, both initialised from ``seed``."""
+    import torch
+
+    from steerflow.model.gpt import SteerFlowGPT
+
+    torch.manual_seed(seed)
+    hybrid = SteerFlowGPT(config).to(device)
+    torch.manual_seed(seed)
+    baseline = SteerFlowGPT(config.as_baseline()).to(device)
+    return hybrid, baseline
+
+
+def random_ids(vocab_size: int, shape: Sequence[int], device: str, seed: int):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, tuple(shape), generator=gen).to(device)
+
+
+# ---------------------------------------------------------------------------- latency
+def bench_latency(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dict:
+    """Forward pass (inference mode) hybrid / baseline, with the analytic FLOP ratio beside it."""
+    import torch
+
+    def forward(model) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model(c.idx, solver=c.solver)
+        return run
+
+    t = time_alternating({"hybrid": forward(c.hybrid), "baseline": forward(c.baseline)},
+                         opts.reps, opts.warmup, opts.device)
+    T = c.idx.shape[1]
+    h, b = flops_per_token(config, T, c.solver), flops_per_token(config.as_baseline(), T)
+    ratio = paired_ratio(t["hybrid"], t["baseline"])
+    flop_ratio = h.forward / b.forward
+    return {
+        "latency_ratio": ratio.median,
+        "flop_ratio": flop_ratio,
+        "latency_over_flop": ratio.median / flop_ratio,
+        "latency": {"hybrid": t["hybrid"].as_dict(), "baseline": t["baseline"].as_dict(),
+                    "ratio": ratio.as_dict(),
+                    "gflops_per_batch": {"hybrid": h.forward * c.idx.numel() / 1e9,
+                                         "baseline": b.forward * c.idx.numel() / 1e9}},
+    }
+
+
+# ---------------------------------------------------------------------------- generation
+def bench_generate(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dict:
+    """Greedy generation tokens/s: KV cache hybrid / baseline, and KV cache / full recompute."""
+    prompt = random_ids(config.vocab_size, (opts.gen_batch, opts.gen_prompt), opts.device,
+                        opts.seed + 1)
+    new = min(opts.gen_tokens, config.block_size - opts.gen_prompt)
+    if new < 1:
+        raise ConfigError(f"gen_prompt={opts.gen_prompt} leaves no room in the context "
+                          f"{config.block_size}")
+
+    def gen(model, use_cache: bool) -> Callable[[], None]:
+        def run() -> None:
+            model.generate(prompt, max_new_tokens=new, greedy=True, solver=c.solver,
+                           use_cache=use_cache)
+        return run
+
+    fns = {"hybrid_cache": gen(c.hybrid, True), "baseline_cache": gen(c.baseline, True),
+           "hybrid_recompute": gen(c.hybrid, False), "baseline_recompute": gen(c.baseline, False)}
+    t = time_alternating(fns, opts.gen_reps, min(opts.warmup, 1), opts.device)
+    tokens = new * opts.gen_batch
+
+    def tps(name: str) -> float:
+        return tokens / t[name].median
+
+    ratio = paired_ratio(t["hybrid_cache"], t["baseline_cache"], invert=True)
+    return {
+        "generate_ratio": ratio.median,
+        "generate": {
+            "tokens_per_s": {name: tps(name) for name in fns},
+            "ratio": ratio.as_dict(),
+            "cache_speedup": {
+                "hybrid": paired_ratio(t["hybrid_cache"], t["hybrid_recompute"], invert=True).median,
+                "baseline": paired_ratio(t["baseline_cache"], t["baseline_recompute"],
+                                         invert=True).median},
+            "batch": opts.gen_batch, "prompt_tokens": opts.gen_prompt, "new_tokens": new,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- training
+def train_step_fn(model, idx, targets, solver: SolverSpec, device: str) -> Callable[[], None]:
+    """One optimisation step: forward, cross-entropy, backward, clip at 1.0, AdamW, zero_grad.
+
+    On CUDA the forward runs under bf16 autocast, as training on a GPU would.
+    """
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = device.startswith("cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            _, loss = model(idx, targets=targets, solver=solver)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_train(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
+    """Training tokens/s hybrid (adjoint, the paper's setting) / baseline; direct backprop beside."""
+    hybrid, baseline = build_models(config, opts.device, opts.seed)
+    direct, _ = build_models(config, opts.device, opts.seed)
+    idx = random_ids(config.vocab_size, (opts.batch_size, T + 1), opts.device, opts.seed)
+    x, y = idx[:, :-1], idx[:, 1:]
+    solver = config.train_solver
+    fns = {"hybrid": train_step_fn(hybrid, x, y, solver, opts.device),
+           "baseline": train_step_fn(baseline, x, y, solver, opts.device),
+           "hybrid_direct": train_step_fn(direct, x, y, solver.replace(adjoint=False),
+                                          opts.device)}
+    t = time_alternating(fns, opts.train_reps, min(opts.warmup, 1), opts.device)
+    tokens = opts.batch_size * T
+    ratio = paired_ratio(t["hybrid"], t["baseline"], invert=True)
+    h = flops_per_token(config, T, solver)
+    b = flops_per_token(config.as_baseline(), T)
+    return {
+        "train_ratio": ratio.median,
+        "train": {
+            "tokens_per_s": {name: tokens / t[name].median for name in fns},
+            "step_ms": {name: t[name].as_dict() for name in fns},
+            "ratio": ratio.as_dict(),
+            "ratio_direct": paired_ratio(t["hybrid_direct"], t["baseline"], invert=True).median,
+            "flop_ratio": h.training / b.training,
+            "solver": solver.describe(),
+        },
+        "_train_timings": t,
+    }
+
+
+# ---------------------------------------------------------------------------- memory
+def bench_memory(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
+    """Peak memory of a training step with many / few Euler steps, adjoint and direct backprop."""
+    lo, hi = opts.memory_steps
+    scopes = ("ode", "model") if opts.memory_model_scope else ("ode",)
+    peaks: dict[str, dict[str, float]] = {}
+    growth: dict[str, float] = {}
+    method = ""
+    for scope in scopes:
+        for mode, adjoint in (("adjoint", True), ("direct", False)):
+            mb = {}
+            for steps in (lo, hi):
+                m = measure_step_memory(config, SolverSpec(method="euler", steps=steps,
+                                                           adjoint=adjoint),
+                                        scope, batch_size=opts.batch_size, seq_len=T,
+                                        device=opts.device, seed=opts.seed)
+                mb[str(steps)] = m.peak_mb
+                method = m.method
+            peaks[f"{scope}_{mode}"] = mb
+            growth[f"{scope}_{mode}"] = mb[str(hi)] / mb[str(lo)]
+    out = {
+        "adjoint_memory_growth": growth["ode_adjoint"],
+        "direct_memory_growth": growth["ode_direct"],
+        "memory": {"peak_mb": peaks, "growth": growth, "steps": [lo, hi], "method": method,
+                   "scope": "ode = the ODE block's forward + backward; model = a whole training "
+                            "step (forward, loss, backward, AdamW)"},
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------- MFU
+def matmul_peak(n: int, device: str, reps: int = 5) -> dict:
+    """Measured FLOP/s of an ``n × n`` matmul: fp32 on CPU, bf16 on CUDA (the training dtypes)."""
+    import torch
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    t = time_alternating({"mm": lambda: torch.mm(a, b)}, reps, 2, device)["mm"]
+    return {"flops_per_s": 2.0 * n**3 / t.median, "n": n, "dtype": str(dtype).replace("torch.", ""),
+            "iqr_ms": t.iqr * 1e3}
+
+
+def bench_mfu(config: ModelConfig, opts: BenchOptions, T: int,
+              train_timings: Optional[dict[str, Timing]] = None) -> dict:
+    """Achieved training FLOP/s (analytic count) / the measured matmul peak, hybrid and baseline."""
+    if train_timings is None:
+        train_timings = bench_train(config, opts, T)["_train_timings"]
+    peak = matmul_peak(opts.matmul_size, opts.device)
+    tokens = opts.batch_size * T
+    counts = {"hybrid": flops_per_token(config, T),
+              "baseline": flops_per_token(config.as_baseline(), T),
+              "hybrid_direct": flops_per_token(config, T, adjoint=False)}
+    achieved = {name: counts[name].training * tokens / train_timings[name].median
+                for name in counts if name in train_timings}
+    return {
+        "mfu": achieved["hybrid"] / peak["flops_per_s"],
+        "mfu_detail": {
+            "achieved_gflops": {k: v / 1e9 for k, v in achieved.items()},
+            "mfu": {k: v / peak["flops_per_s"] for k, v in achieved.items()},
+            "peak_gflops": peak["flops_per_s"] / 1e9, "peak_matmul": peak,
+            "training_flops_per_token": {k: v.training for k, v in counts.items()},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- solver overhead
+def bench_solver(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dict:
+    """The ODE block alone: torchdiffeq's fixed-grid solver / steerflow's fused loop (same steps)."""
+    import torch
+
+    block = c.hybrid.ode
+    B, T = c.idx.shape
+    gen = torch.Generator().manual_seed(opts.seed)
+    h = torch.randn(B, T, config.n_embd, generator=gen).to(opts.device)  # (B, T, d)
+    u = torch.zeros(B, config.control_dim, device=opts.device)            # (B, c)
+    fused = c.solver.replace(adjoint=False, fused=True)
+    plain = c.solver.replace(adjoint=False, fused=False)
+
+    def solve(spec: SolverSpec) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                block(h, u, spec)
+        return run
+
+    t = time_alternating({"torchdiffeq": solve(plain), "fused": solve(fused)},
+                         opts.reps, opts.warmup, opts.device)
+    ratio = paired_ratio(t["torchdiffeq"], t["fused"])
+    return {
+        "solver_overhead": ratio.median,
+        "solver": {"torchdiffeq": t["torchdiffeq"].as_dict(), "fused": t["fused"].as_dict(),
+                   "ratio": ratio.as_dict(), "solver": fused.describe(),
+                   "max_abs_diff": _solver_difference(block, h, u, plain, fused)},
+    }
+
+
+def _solver_difference(block, h, u, plain: SolverSpec, fused: SolverSpec) -> float:
+    """max |H(1)_torchdiffeq − H(1)_fused|: the two timed paths compute the same thing."""
+    import torch
+
+    with torch.inference_mode():
+        return float((block(h, u, plain) - block(h, u, fused)).abs().max())
+
+
+# ---------------------------------------------------------------------------- the whole run
+def check_targets(result: dict, config_name: str) -> dict[str, dict]:
+    """Each target of issue 8 that this run measured: value, bound and whether it is met.
+
+    The targets are stated for the ``paper`` and ``gpt2`` shapes; other configs get none.
+    """
+    if config_name not in LATENCY_TARGETS:
+        return {}
+    targets = dict(TARGETS)
+    targets["latency_ratio"] = ("<=", LATENCY_TARGETS[config_name])
+    report = {}
+    for key, (op, bound) in targets.items():
+        if key in result:
+            value = result[key]
+            met = value <= bound if op == "<=" else value >= bound
+            report[key] = {"value": value, "target": f"{op} {bound:g}", "met": bool(met)}
+    return report
+
+
+def _configure_threads(opts: BenchOptions) -> None:
+    import torch
+
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+
+
+def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run the selected benchmarks and return one JSON-ready dict (see ``steerflow bench``)."""
+    import torch
+
+    _configure_threads(opts)
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {opts.device!r} requested but CUDA is not available")
+    config = opts.model_config()
+    T = opts.resolved_seq_len(config)
+    say = progress or (lambda _msg: None)
+    result: dict = {
+        "config": opts.config,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(opts.device),
+        "shapes": {"batch_size": opts.batch_size, "seq_len": T},
+        "options": {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in dataclasses.asdict(opts).items()},
+        "hybrid": {"layers": config.layer_layout(), "solver": config.train_solver.describe()},
+    }
+    hybrid, baseline = build_models(config, opts.device, opts.seed)
+    contenders = Contenders(hybrid=hybrid.eval(), baseline=baseline.eval(),
+                            idx=random_ids(config.vocab_size, (opts.batch_size, T), opts.device,
+                                           opts.seed),
+                            solver=config.train_solver)
+    result["params"] = {"hybrid": hybrid.num_params(), "baseline": baseline.num_params()}
+    train_timings = None
+    for name in BENCHMARKS:
+        if name not in opts.only:
+            continue
+        say(name)
+        if name == "latency":
+            result.update(bench_latency(contenders, config, opts))
+        elif name == "generate":
+            result.update(bench_generate(contenders, config, opts))
+        elif name == "train":
+            out = bench_train(config, opts, T)
+            train_timings = out.pop("_train_timings")
+            result.update(out)
+        elif name == "memory":
+            result.update(bench_memory(config, opts, T))
+        elif name == "mfu":
+            result.update(bench_mfu(config, opts, T, train_timings))
+        elif name == "solver":
+            result.update(bench_solver(contenders, config, opts))
+        synchronize(opts.device)
+    result["machine"]["load_average_end"] = machine_info(opts.device)["load_average"]
+    result["targets"] = check_targets(result, opts.config)
+    return result
+
+
+#: the top-level keys every full run reports (each a finite positive number)
+HEADLINE_KEYS = ("latency_ratio", "flop_ratio", "latency_over_flop", "generate_ratio",
+                 "train_ratio", "adjoint_memory_growth", "direct_memory_growth", "mfu",
+                 "solver_overhead")
+
+
+def headline(result: dict) -> dict[str, float]:
+    """The headline numbers of a result, for tables and checks."""
+    return {k: result[k] for k in HEADLINE_KEYS if k in result and math.isfinite(result[k])}
