@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("eval", "steerflow.cli.eval"),
     ("analyze", "steerflow.cli.analyze"),
     ("experiment", "steerflow.cli.experiment"),
+    ("bench", "steerflow.cli.bench"),
 ]
 
 EXIT_USAGE = 2
