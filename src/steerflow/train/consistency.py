@@ -1,0 +1,104 @@
+"""Training options that keep the learned field continuous (the fix for a large displacement divergence).
+
+A hybrid trained with one fixed solver (4 Euler steps) can learn a field whose 4-step Euler map is
+good while the ODE it defines is not: the solver invariance test
+(:mod:`steerflow.eval.invariance`) then shows a displacement divergence
+``‖ΔH_euler − ΔH_dopri5‖ / ‖ΔH_dopri5‖`` well above 1 %. Two remedies, usable together:
+
+* **solver randomisation** — each training step integrates with a step count drawn from
+  ``choices`` (a pure function of ``(seed, step)``, so a resumed run draws the same counts). A field
+  that must work at 2 and at 16 steps cannot exploit one discretisation.
+* **consistency penalty** — add ``λ · ‖H_coarse(1) − H_fine(1)‖² / ‖H_fine(1) − H(0)‖²`` to the loss:
+  the squared displacement divergence between the training solve and a fine solve (rk4 by
+  default) from the same H(0), with the denominator detached so the penalty cannot shrink by
+  inflating the displacement.
+
+The training loop captures H(0), u and H(1) of its forward pass with :class:`ODECapture` and adds
+:func:`consistency_penalty`; no second pass through the discrete blocks is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from steerflow.config import SolverSpec
+from steerflow.errors import ConfigError
+
+#: the default fine solver's method: 3/8-rule RK4, fourth order, so at the training step count its
+#: error is a small fraction of Euler's
+FINE_METHOD = "rk4"
+
+
+def random_solver(base: SolverSpec, step: int, seed: int, choices: Sequence[int]) -> SolverSpec:
+    """``base`` with a step count drawn from ``choices``; the same for the same ``(seed, step)``."""
+    check_choices(base, choices)
+    rng = np.random.default_rng([seed, step, 0x5E])  # 0x5E: a stream apart from the data order's
+    return base.replace(steps=int(choices[int(rng.integers(len(choices)))]))
+
+
+def check_choices(base: SolverSpec, choices: Sequence[int]) -> None:
+    """Raise unless ``choices`` is a non-empty list of step counts >= 1 for a fixed-step ``base``."""
+    if not base.is_fixed_step:
+        raise ConfigError(f"solver randomisation needs a fixed-step training solver, got "
+                          f"{base.describe()}")
+    if not choices or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in choices):
+        raise ConfigError(f"random step counts must be integers >= 1, got {list(choices)}")
+
+
+def fine_solver(coarse: SolverSpec, method: str = FINE_METHOD) -> SolverSpec:
+    """The fine solve of the penalty: ``method`` with the coarse solve's steps and adjoint choice."""
+    steps = coarse.steps if coarse.is_fixed_step else 8
+    return SolverSpec(method=method, steps=steps, adjoint=coarse.adjoint, max_nfe=coarse.max_nfe)
+
+
+class ODECapture:
+    """Record the ODE block's input H(0), control u and output H(1) during a forward pass.
+
+    Example::
+
+        with ODECapture(model.ode) as cap:
+            logits, _ = model(x, u)
+        penalty = consistency_penalty(model.ode, cap.h0, cap.u, cap.h1, fine_solver(spec))
+    """
+
+    def __init__(self, ode: torch.nn.Module) -> None:
+        self.ode = ode
+        self.h0: Optional[torch.Tensor] = None
+        self.u: Optional[torch.Tensor] = None
+        self.h1: Optional[torch.Tensor] = None
+        self._handle = None
+
+    def __enter__(self) -> "ODECapture":
+        self._handle = self.ode.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, module, args, output) -> None:
+        self.h0, self.u = args[0], args[1]  # (B, T, d), (B, c)
+        self.h1 = output  # (B, T, d)
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    @property
+    def captured(self) -> bool:
+        return self.h1 is not None
+
+
+def consistency_penalty(ode, h0: torch.Tensor, u: torch.Tensor, h1: torch.Tensor,
+                        fine: SolverSpec) -> torch.Tensor:
+    """``‖H1 − H_fine(1)‖² / ‖H_fine(1) − H0‖²``, the squared displacement divergence of ``H1``.
+
+    ``H_fine(1)`` is ``ode`` solved from ``h0`` under ``u`` with ``fine``; gradients flow through
+    both solves (the field is pulled towards one whose coarse and fine solves agree), not through
+    the detached denominator. ``ode.last_stats`` keeps the coarse solve's statistics.
+    """
+    stats = ode.last_stats
+    h_fine = ode(h0, u, fine)  # (B, T, d)
+    ode.last_stats = stats
+    dtype = torch.promote_types(h1.dtype, torch.float32)  # bfloat16 under autocast → float32
+    num = (h1 - h_fine).to(dtype).square().sum()
+    den = (h_fine - h0).detach().to(dtype).square().sum()
+    return num / den.clamp_min(torch.finfo(dtype).tiny)

@@ -1,0 +1,102 @@
+"""Training options against solver dependence: step-count randomisation and the consistency penalty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from steerflow.config import SolverSpec
+from steerflow.errors import ConfigError
+from steerflow.eval.invariance import control_batch, displacement_divergence, ode_input
+from steerflow.train.consistency import (
+    ODECapture, consistency_penalty, fine_solver, random_solver)
+
+EULER4 = SolverSpec(method="euler", steps=4, adjoint=False)
+
+
+class TimeField(nn.Module):
+    """``F(τ) = b τ``: rk4 is exact, n Euler steps miss ΔH = b/2 by b/(2n)."""
+
+    position_wise = True
+
+    def __init__(self, b: torch.Tensor) -> None:
+        super().__init__()
+        self.b = nn.Parameter(b)
+
+    def forward(self, tau, h, u, cache=None):
+        return (tau * self.b).expand_as(h)
+
+
+def test_random_solver_is_a_function_of_seed_and_step():
+    choices = (2, 4, 8, 16)
+    draws = [random_solver(EULER4, step, seed=7, choices=choices).steps for step in range(200)]
+    assert draws == [random_solver(EULER4, s, 7, choices).steps for s in range(200)]
+    assert set(draws) == set(choices)  # 200 draws from 4 values: all appear
+    assert draws != [random_solver(EULER4, s, 8, choices).steps for s in range(200)]
+    assert random_solver(EULER4, 0, 7, choices).method == "euler"
+    with pytest.raises(ConfigError, match="fixed-step"):
+        random_solver(SolverSpec(method="dopri5", steps=None), 0, 0, choices)
+    with pytest.raises(ConfigError, match="integers >= 1"):
+        random_solver(EULER4, 0, 0, (0, 4))
+
+
+def test_capture_records_the_ode_block_of_a_forward_pass(make_tiny_model):
+    model = make_tiny_model()
+    x = torch.randint(0, 512, (2, 8))
+    with torch.no_grad(), ODECapture(model.ode) as cap:
+        model(x, 1.0, solver=EULER4)
+    assert cap.captured
+    with torch.no_grad():
+        h0 = ode_input(model, x)
+        torch.testing.assert_close(cap.h0, h0, rtol=0, atol=0)
+        torch.testing.assert_close(cap.h1, model.ode(h0, cap.u, EULER4), rtol=0, atol=0)
+    assert len(model.ode._forward_hooks) == 0  # the hook is removed on exit
+
+
+def test_penalty_is_the_squared_displacement_divergence(make_tiny_model):
+    model = make_tiny_model(dtype=torch.float64)
+    x = torch.randint(0, 512, (2, 8))
+    u = control_batch(model, -1.0, 2)
+    fine = fine_solver(EULER4)
+    assert (fine.method, fine.steps) == ("rk4", 4)
+    with torch.no_grad():
+        h0 = ode_input(model, x)
+        h1 = model.ode(h0, u, EULER4)
+        penalty = consistency_penalty(model.ode, h0, u, h1, fine)
+        assert model.ode.last_stats.solver == "euler, 4 steps"  # the fine solve keeps the stats
+        expected = displacement_divergence(h1, model.ode(h0, u, fine), h0) ** 2
+    assert float(penalty) == pytest.approx(expected, rel=1e-9)
+
+
+def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
+    model = make_tiny_model(dtype=torch.float64)
+    model.ode.field = TimeField(torch.linspace(-1, 1, 32, dtype=torch.float64))
+    x = torch.randint(0, 512, (2, 8))
+    u = control_batch(model, 0.0, 2)
+    h0 = ode_input(model, x).detach()
+    for n in (1, 4):
+        coarse = SolverSpec(method="euler", steps=n)
+        penalty = consistency_penalty(model.ode, h0, u, model.ode(h0, u, coarse), fine_solver(coarse))
+        # rk4 integrates bτ exactly; Euler misses by b/(2n) of ΔH = b/2 at every token
+        assert float(penalty.detach()) == pytest.approx(1 / n**2, rel=1e-9)
+        penalty.backward()
+        assert model.ode.field.b.grad.abs().sum() > 0
+
+
+def test_minimising_the_penalty_makes_euler_agree_with_rk4(make_tiny_model):
+    model = make_tiny_model()
+    x = torch.randint(0, 512, (4, 8))
+    u = control_batch(model, 1.0, 4)
+    with torch.no_grad():
+        h0 = ode_input(model, x)
+    fine = fine_solver(EULER4)
+    opt = torch.optim.Adam(model.ode.parameters(), lr=1e-2)
+    values = []
+    for _ in range(30):
+        opt.zero_grad()
+        penalty = consistency_penalty(model.ode, h0, u, model.ode(h0, u, EULER4), fine)
+        penalty.backward()
+        opt.step()
+        values.append(float(penalty))
+    assert values[-1] < 0.25 * values[0]  # a usable objective: 30 Adam steps cut it 4-fold
