@@ -1,0 +1,88 @@
+"""Fixtures for the training tests: a small generated WikiText-like data folder, a shared
+prepared-data cache, and a factory of tiny TrainConfigs.
+
+Everything runs on the ``tiny`` preset with one torch thread, so that runs in this process and
+in subprocesses do exactly the same arithmetic (bit-for-bit comparisons need that).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from steerflow.train import TrainConfig
+
+WORDS = ("the a movie film was is good bad great awful plot actor scene story cat dog sat ran on "
+         "in of and it 's not very quite funny boring long short music score , . 1990 @-@").split()
+TOKENIZER = "bpe:300"
+
+
+def _lines(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) + " \n"
+                   for _ in range(n))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data folder with generated WikiText-2 splits (train ~30k characters)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "wikitext-2").mkdir()
+    for split, n, seed in (("train", 700, 0), ("valid", 60, 1), ("test", 60, 2)):
+        (root / "wikitext-2" / f"{split}.txt").write_text(_lines(n, seed), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(data_dir, cache_dir, tmp_path):
+    """``make_cfg(name, **changes)``: a tiny, quiet, single-thread TrainConfig in ``tmp_path/name``."""
+
+    def make(name: str = "run", **changes) -> TrainConfig:
+        values = dict(out=str(tmp_path / name), config="tiny", tokenizer=TOKENIZER,
+                      data_dir=str(data_dir), cache_dir=str(cache_dir), steps=8, batch_size=4,
+                      eval_batches=2, test_batches=2, threads=1, quiet=True, device="cpu")
+        values.update(changes)
+        return TrainConfig(**values)
+
+    return make
+
+
+def _cli_args(cfg: TrainConfig) -> list[str]:
+    """``steerflow train`` flags equivalent to ``cfg`` (for subprocess runs)."""
+    args = ["train", "--config", cfg.config, "--model", cfg.model, "--out", cfg.out,
+            "--tokenizer", cfg.tokenizer, "--data-dir", cfg.data_dir, "--cache-dir", cfg.cache_dir,
+            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
+            "--eval-batches", str(cfg.eval_batches), "--test-batches", str(cfg.test_batches),
+            "--save-every", str(cfg.save_every), "--eval-interval", str(cfg.eval_interval),
+            "--threads", str(cfg.threads), "--device", cfg.device, "--seed", str(cfg.seed),
+            "--quiet"]
+    return args
+
+
+@pytest.fixture
+def cli_args():
+    """``cli_args(cfg)``: the ``steerflow train`` flags equivalent to a TrainConfig."""
+    return _cli_args
+
+
+@pytest.fixture
+def steerflow_cmd():
+    """``steerflow_cmd(*args)``: a ``python -m steerflow ...`` command line and its environment."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+
+    def command(*args: str) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, "-m", "steerflow", *args], env
+
+    return command
