@@ -160,6 +160,24 @@ def test_adjoint_of_fixed_euler_converges_to_backprop_at_order_one():
         assert 1.8 < coarse / fine < 2.2
 
 
+def test_gradients_work_after_torchdiffeq_was_first_imported_in_inference_mode(monkeypatch):
+    """Regression: generate() runs under torch.inference_mode; if it was the first to import
+    torchdiffeq, its module-level tableaus became inference tensors and every later float64
+    dopri5 solve with gradients failed ("Inference tensors cannot be saved for backward")."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "torchdiffeq" or m.startswith("torchdiffeq.")]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
+    block = _small_block("mlp")
+    h = torch.randn(1, 3, 8, dtype=torch.float64)
+    u = torch.zeros(1, 1, dtype=torch.float64)
+    with torch.inference_mode():
+        block(h, u, SolverSpec(method="dopri5"))  # first import of torchdiffeq happens here
+    h.requires_grad_()
+    block(h, u, SolverSpec(method="dopri5")).sum().backward()
+    assert torch.isfinite(h.grad).all()
+
+
 # ----------------------------------------------------------------------------- statistics
 def _count_field_calls(block: ODEBlock) -> list[int]:
     calls = [0]

@@ -211,7 +211,11 @@ class ODEBlock(nn.Module):
 
     def _torchdiffeq_solve(self, func: _Dynamics, h: torch.Tensor, t: torch.Tensor,
                            solver: SolverSpec, u: torch.Tensor) -> torch.Tensor:
-        from torchdiffeq import odeint, odeint_adjoint
+        # torchdiffeq's Butcher tableaus are module-level tensors: imported for the first time
+        # under torch.inference_mode (e.g. by generate()), they would become inference tensors
+        # that no later solve with gradients can use
+        with torch.inference_mode(False):
+            from torchdiffeq import odeint, odeint_adjoint
 
         kwargs: dict = {"method": solver.method}
         if solver.is_fixed_step:
