@@ -15,6 +15,8 @@ from steerflow.data.tokenizer import train_bpe
 from steerflow.model.gpt import SteerFlowGPT
 from steerflow.steer.data import SteerBatchSource, cloze_examples
 
+#: vocabulary of the test tokenizer (and of every test model)
+VOCAB = 400
 SUBJECTS = ("The team", "The station", "The river", "The council", "The building", "The road",
             "The company", "The village", "The ship", "The school", "He", "She", "They")
 VERBS = ("moved to", "stood near", "was built in", "was named after", "reached", "crossed",
@@ -80,12 +82,14 @@ def tokenizer():
     """A byte-level BPE trained on the cloze sentences and neutral WikiText-like text."""
     texts = [e.text for e in cloze_examples("train") + cloze_examples("dev")]
     texts += wiki_lines(80, 5).splitlines(keepends=True) + list(POSITIVE + NEGATIVE)
-    return train_bpe(texts * 2, 400)
+    tok = train_bpe(texts * 2, VOCAB)
+    assert tok.vocab_size == VOCAB
+    return tok
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    """The tiny preset with a 512-token vocabulary and a non-adjoint Euler training solver."""
-    return ModelConfig.from_name("tiny", vocab_size=512, train_solver=SolverSpec(), **overrides)
+    """The tiny preset with the test tokenizer's vocabulary and a non-adjoint Euler train solver."""
+    return ModelConfig.from_name("tiny", vocab_size=VOCAB, train_solver=SolverSpec(), **overrides)
 
 
 def pretrain_on_cloze(model: SteerFlowGPT, tokenizer, steps: int = 80) -> SteerFlowGPT:
