@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Iterator, Optional
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    from steerflow.errors import InputError
+    """argparse ``type=`` for comma-separated finite numbers."""
+    import math
 
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"expected comma-separated numbers, got {text!r}") from None
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
 
 
 def add_parser(sub) -> None:
@@ -82,17 +88,22 @@ def _load_models(args: argparse.Namespace):
     return models
 
 
-def set_threads(threads):
-    """``torch.set_num_threads`` for ``--threads`` (None leaves torch's default)."""
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block, restored after (None: leave as is)."""
     from steerflow.errors import InputError
 
-    if threads is None:
-        return
-    if threads < 1:
+    if threads is not None and threads < 1:
         raise InputError(f"--threads must be >= 1, got {threads}")
     import torch
 
-    torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _judge_cache():
@@ -120,11 +131,10 @@ def run(args: argparse.Namespace) -> int:
         actadd_coefs=args.actadd_coefs or DEFAULT_COEFS, axis=args.axis,
         extra_judges=tuple(args.judge), judge_cache=args.judge_cache or str(_judge_cache()),
         progress=not args.quiet)
-    set_threads(args.threads)
     source = resolve_data_source(args.data_dir, require=("wikitext-2", "sst2"))
-    models = _load_models(args)
     log = None if args.quiet else (lambda msg: eprint(f"[eval steering] {msg}"))
-    results = evaluate_steering(models, source, cfg, log=log)
+    with torch_threads(args.threads):
+        results = evaluate_steering(_load_models(args), source, cfg, log=log)
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-steering"
     paths = write_results(results, out)
     if args.json:

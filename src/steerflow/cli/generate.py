@@ -81,16 +81,21 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from steerflow.cli.eval_steering import torch_threads
+
+    _check_args(args)
+    with torch_threads(args.threads):
+        return _generate(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Load the checkpoint, encode the prompts and print the samples."""
     import torch
 
     from steerflow.config import SolverSpec
     from steerflow.errors import InputError
     from steerflow.steer.prompts import encode_prompts, read_prompts_file
 
-    from steerflow.cli.eval_steering import set_threads
-
-    _check_args(args)
-    set_threads(args.threads)
     u = _control(args.u)
     solver = SolverSpec.parse(args.solver) if args.solver else None
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts_file)

@@ -296,7 +296,7 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     layer = injection_layer(base)
     act = probe_section(base, base.tokenizer, cfg, lambda c: actadd(base, vector, c), cfg.actadd_coefs)
     baselines: dict[str, Any] = {
-        "no_control": {"probe": probe_section(base, base.tokenizer, cfg)["table"]["0"]},
+        "no_control": {"probe": _probe_at_zero(base, cfg)},
         "actadd": {"layer": layer, "vector_norm": float(vector.norm()), "probe": act["table"],
                    "sweep": act["sweep"]},
     }
@@ -333,6 +333,16 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     results["tradeoff"] = tradeoff(methods, reference)
     results["targets"] = target_checks(results)
     return results
+
+
+def _probe_at_zero(model, cfg: SteeringEvalConfig) -> dict[str, float]:
+    """The probe of ``model`` at u = 0 alone (the batch shape of ActAdd's probe, so coefficient 0
+    reproduces it bit for bit)."""
+    from steerflow.steer.probe import probe
+
+    point = probe(model, model.tokenizer, (0.0,), prompt=cfg.probe_prompt, words=cfg.probe_words,
+                  axis=cfg.axis)[0]
+    return point.as_dict()
 
 
 def _axis_vector(model, axis: int):

@@ -1,0 +1,127 @@
+"""``steerflow generate``: JSON lines that parse, seed determinism, prompt files, bad flags."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from steerflow.cli.main import main
+from steerflow.config import ModelConfig
+from steerflow.data.tokenizer import train_bpe
+from steerflow.model.gpt import SteerFlowGPT
+
+TEXT = ["The movie was good .", "The film was bad .", "The team moved to the north of the city ."]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Tiny random checkpoints with a saved tokenizer: control_dim 1 and 2, and a discrete one."""
+    tok = train_bpe(TEXT * 20, 300)
+    root = tmp_path_factory.mktemp("generate")
+    torch.manual_seed(0)
+    for name, overrides in (("c1", {}), ("c2", {"control_dim": 2}), ("discrete", {"ode_span": None})):
+        model = SteerFlowGPT(ModelConfig.from_name("tiny", vocab_size=tok.vocab_size, **overrides))
+        model.tokenizer = tok
+        model.save_pretrained(root / name)
+    return root, tok
+
+
+def run(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_json_lines_parse_and_hold_the_continuation_only(ckpts):
+    root, tok = ckpts
+    code, out, _ = run(["generate", str(root / "c1"), "--prompt", "The movie was", "--u", "1",
+                        "--samples", "3", "--max-new-tokens", "7", "--top-p", "0.9", "--json",
+                        "--threads", "1"])
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["sample"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert set(r) == {"prompt", "u", "sample", "text", "tokens"}
+        assert r["prompt"] == "The movie was" and r["u"] == [1.0]
+        assert len(r["tokens"]) == 7 and r["text"] == tok.decode(r["tokens"])
+
+
+def test_same_seed_same_output_and_another_seed_differs(ckpts):
+    root, _ = ckpts
+    argv = ["generate", str(root / "c1"), "--prompt", "The film", "--samples", "2",
+            "--max-new-tokens", "12", "--json", "--threads", "1"]
+    first, second = run(argv + ["--seed", "5"])[1], run(argv + ["--seed", "5"])[1]
+    other = run(argv + ["--seed", "6"])[1]
+    assert first == second
+    # a random tiny model spreads its mass over ~300 tokens: two 24-token draws never coincide
+    assert first != other
+
+
+def test_prompts_file_jsonl_and_plain_text(ckpts, tmp_path):
+    root, _ = ckpts
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('{"prompt": "The movie was"}\n{"prompt": "The team"}\n')
+    plain = tmp_path / "prompts.txt"
+    plain.write_text("The movie was\nThe team\n")
+    outs = []
+    for path in (jsonl, plain):
+        code, out, _ = run(["generate", str(root / "c1"), "--prompts-file", str(path), "--json",
+                            "--max-new-tokens", "4"])
+        assert code == 0
+        outs.append([json.loads(line) for line in out.splitlines()])
+    assert [r["prompt"] for r in outs[0]] == ["The movie was", "The team"]
+    assert outs[0] == outs[1]
+
+
+def test_vector_control_and_solver(ckpts):
+    root, _ = ckpts
+    code, out, _ = run(["generate", str(root / "c2"), "--prompt", "The movie", "--u", "1,-0.5",
+                        "--json", "--max-new-tokens", "3", "--solver", "rk4:2"])
+    assert code == 0 and json.loads(out)["u"] == [1.0, -0.5]
+    code, out, _ = run(["generate", str(root / "c1"), "--prompt", "The movie", "--json",
+                        "--max-new-tokens", "3", "--solver", "dopri5:1e-3"])
+    assert code == 0 and len(json.loads(out)["tokens"]) == 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "0"], "temperature"),
+    (["--top-p", "0"], "top-p"),
+    (["--top-p", "1.5"], "top-p"),
+    (["--top-k", "0"], "top-k"),
+    (["--samples", "-1"], "samples"),
+    (["--max-new-tokens", "-3"], "max-new-tokens"),
+    (["--u", "1,2"], "control_dim"),
+    (["--u", "up"], "--u"),
+    (["--solver", "euler:x"], "solver"),
+    (["--samples", "two"], "invalid int"),
+])
+def test_bad_flags_exit_2_with_one_line(ckpts, flags, message):
+    root, _ = ckpts
+    code, out, err = run(["generate", str(root / "c1"), "--prompt", "The movie", *flags])
+    assert code == 2 and message in err and "Traceback" not in err
+    assert out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_bad_inputs_exit_2(ckpts, tmp_path):
+    root, _ = ckpts
+    long_prompt = " ".join(["movie"] * 40)  # more tokens than the tiny context of 32
+    cases = [
+        (["generate", str(tmp_path / "missing"), "--prompt", "x"], "no such checkpoint"),
+        (["generate", str(root / "c1"), "--prompt", long_prompt], "tokens"),
+        (["generate", str(root / "c1"), "--prompt", ""], "empty"),
+        (["generate", str(root / "c1"), "--prompts-file", str(tmp_path / "none.txt")], "does not exist"),
+        (["generate", str(root / "discrete"), "--prompt", "The", "--u", "1"], "discrete"),
+        (["generate", str(root / "c1")], "required"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(argv)
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+        assert out == ""
