@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 
 from steerflow.config import ModelConfig, SolverSpec
-from steerflow.errors import SolverError
+from steerflow.errors import InputError, SolverError
 from steerflow.model.gpt import SteerFlowGPT
 from steerflow.model.ode_block import ODEBlock
 
@@ -65,6 +65,19 @@ def test_fused_fixed_step_path_equals_torchdiffeq(make_tiny_model, field, method
         # float64 rounding (~1e-16), amplified by a handful of O(1)-Lipschitz steps
         torch.testing.assert_close(a.states, b.states, rtol=1e-10, atol=1e-10)
         assert (a.states[-1] - h).abs().max() > 0.1  # the flow moves H
+
+
+def test_ode_block_control_shape_is_checked(make_tiny_model):
+    """u of shape (B,) would broadcast over tokens instead of rows when B == T; it is refused."""
+    block = make_tiny_model().ode
+    h = torch.randn(4, 4, D)  # B == T: the silent-broadcast case
+    u = torch.tensor([[1.0], [-1.0], [0.5], [2.0]])  # (B, c)
+    with pytest.raises(InputError, match=r"control u has shape \(4,\); expected \(4, 1\) or \(1, 1\)"):
+        block(h, u.flatten(), SolverSpec())
+    with pytest.raises(InputError, match=r"control u has shape \(4, 1, 1\)"):
+        block(h, u[:, :, None], SolverSpec())
+    shared = block(h, torch.full((1, 1), 0.5), SolverSpec())  # (1, c) is shared by every row
+    torch.testing.assert_close(shared, block(h, torch.full((4, 1), 0.5), SolverSpec()), rtol=0, atol=0)
 
 
 def test_fixed_step_trajectory_rejects_times_off_the_grid(make_tiny_model):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from steerflow.config import ModelConfig, SolverSpec
-from steerflow.errors import SolverError
+from steerflow.errors import InputError, SolverError
 from steerflow.model.layers import KVCache
 from steerflow.model.vector_fields import VectorField, build_field
 
@@ -171,6 +171,7 @@ class ODEBlock(nn.Module):
         ``caches`` (one :class:`KVCache` per vector-field evaluation, fused fixed-step path only)
         lets an attention field decode incrementally.
         """
+        self._check_control(h, u)
         u = u.to(h.dtype).unsqueeze(1)  # (B, 1, c): broadcast over tokens inside the field
         stats = SolveStats(solver=solver.describe())
         self.last_stats = stats
@@ -200,6 +201,15 @@ class ODEBlock(nn.Module):
             stats.accepted_steps = solver.steps
         stats.tau_reached = 1.0
         return ODESolution(taus=t, states=states, stats=stats)
+
+    def _check_control(self, h: torch.Tensor, u: torch.Tensor) -> None:
+        """u must be ``(B, c)`` or ``(1, c)``: any other shape would broadcast against the tokens."""
+        c = self.config.control_dim
+        if not (isinstance(u, torch.Tensor) and u.ndim == 2 and u.shape[1] == c
+                and u.shape[0] in (1, h.shape[0])):
+            raise InputError(
+                f"ODE block control u has shape {tuple(getattr(u, 'shape', ()))}; expected "
+                f"({h.shape[0]}, {c}) or (1, {c}) (SteerFlowGPT.control() builds it)")
 
     def _time_points(self, taus, h: torch.Tensor) -> torch.Tensor:
         if taus is None:
