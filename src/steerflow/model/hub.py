@@ -142,6 +142,8 @@ def from_pretrained(cls, path_or_repo: Union[str, os.PathLike], *, map_location:
         from steerflow.data.tokenizer import Tokenizer
 
         model.tokenizer = Tokenizer.load(directory)
+    # load_model copies into the parameters where they are (CPU): move them to map_location
+    model.to(map_location)
     model.eval()
     return model
 
