@@ -105,6 +105,9 @@ def test_unreadable_config_json_and_missing_files(saved, tmp_path):
     (folder / CONFIG_NAME).write_text("{truncated")
     with pytest.raises(CheckpointError, match=rf"{CONFIG_NAME}: not valid JSON"):
         read_config(folder)
+    (folder / CONFIG_NAME).write_text("[1, 2]")  # valid JSON, but not an object
+    with pytest.raises(CheckpointError, match=rf"{CONFIG_NAME}: expected a JSON object, got list"):
+        read_config(folder)
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         SteerFlowGPT.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()

@@ -90,7 +90,9 @@ def read_config(directory: Union[str, os.PathLike]) -> ModelConfig:
         data: dict[str, Any] = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("model_type") != MODEL_TYPE:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if data.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, "
                               f"expected {MODEL_TYPE!r}")
     version = data.pop("format_version", None)
