@@ -149,6 +149,9 @@ def test_bad_token_ids_raise_input_error(tiny, make_idx, fragment):
     (torch.tensor([1, 0]), "floating-point tensor, got dtype torch.int64"),
     (True, "not a bool"),
     ("positive", "u must be a number or a tensor, got str"),
+    (["a"], "u must be a list of numbers"),
+    ([[1.0, 2.0], [3.0]], "u must be a list of numbers"),
+    ([None, 1.0], "u must be a list of numbers"),
 ])
 def test_bad_control_raises_input_error(tiny, u, fragment):
     with pytest.raises(InputError, match=fragment):

@@ -104,7 +104,10 @@ class SteerFlowGPT(nn.Module):
         if isinstance(u, (int, float)):
             u = torch.tensor(float(u))
         elif isinstance(u, (list, tuple)):
-            u = torch.tensor(u, dtype=torch.float32)
+            try:
+                u = torch.tensor(u, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise InputError(f"u must be a list of numbers, got {u!r} ({exc})") from None
         if not isinstance(u, torch.Tensor):
             raise InputError(f"u must be a number or a tensor, got {type(u).__name__}")
         if not u.is_floating_point():
