@@ -98,6 +98,8 @@ def test_loss_is_mean_next_token_cross_entropy_ignoring_minus_one(make_tiny_mode
     expected = -F.log_softmax(logits.flatten(0, 1)[keep], -1).gather(1, targets.flatten()[keep, None]).mean()
     torch.testing.assert_close(loss, expected)  # float32 default tolerances
     assert model(idx)[1] is None
+    with pytest.raises(InputError, match=r"targets must have the shape of idx \(2, 10\), got \(2, 9\)"):
+        model(idx, targets=targets[:, :9])
 
 
 def test_train_mode_uses_the_train_solver_and_eval_mode_the_eval_solver(make_tiny_model):

@@ -167,6 +167,9 @@ class SteerFlowGPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
+            if not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
+                raise InputError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
+                                 f"{tuple(getattr(targets, 'shape', ())) or type(targets).__name__}")
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-1)
         return logits, loss
