@@ -43,6 +43,19 @@ def test_cached_logits_equal_full_recompute_at_every_step(make_tiny_model, field
 
 
 @pytest.mark.parametrize("field", ["mlp", "block"])
+def test_chunked_prefill_through_the_cache_equals_one_pass(make_tiny_model, field):
+    """Several new tokens after cached ones: query i may see keys 0 .. past + i only."""
+    model = make_tiny_model(field=field)
+    spec = SolverSpec(method="midpoint", steps=2)
+    idx = torch.randint(0, 512, (2, 20))
+    full, _ = model(idx, u=-0.4, solver=spec)
+    cache = model.new_cache(spec)
+    chunks = [model(idx[:, a:b], u=-0.4, solver=spec, cache=cache)[0]
+              for a, b in ((0, 6), (6, 7), (7, 15), (15, 20))]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, **CACHE_TOL)
+
+
+@pytest.mark.parametrize("field", ["mlp", "block"])
 def test_cached_and_uncached_sampling_give_the_same_tokens(make_tiny_model, field):
     model = make_tiny_model(field=field)
     prompt = torch.randint(0, 512, (3, 4))
