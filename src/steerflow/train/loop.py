@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import signal
 import sys
@@ -41,6 +42,8 @@ from steerflow.train.distributed import (DistContext, all_reduce_sum, any_rank, 
 from steerflow.train.metrics import (METRICS_FILE, GradientMonitor, MetricsWriter, grad_norms,
                                      mean_std, read_metrics, truncate_metrics)
 from steerflow.train.tasks import BatchSource, build_batch_source, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
@@ -189,6 +192,7 @@ class Trainer:
             self.optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
         self.monitor = GradientMonitor(cfg.vanish_floor, cfg.explode_factor, cfg.explode_window)
         self.nonfinite_steps = 0
+        self.elapsed_before = 0.0
         self.alpha_start = self._alpha()
         self.resumed_from: Optional[int] = None
         self.step = self._start()
@@ -327,6 +331,7 @@ class Trainer:
             self.monitor.load_state_dict(trainer["monitor"])
             self.nonfinite_steps = int(trainer["nonfinite_steps"])
             self.alpha_start = trainer["alpha_start"]
+            self.elapsed_before = float(trainer.get("elapsed_s", 0.0))
             self.resumed_from = ref.step
             if self.ctx.is_main:
                 truncate_metrics(self.out / METRICS_FILE, ref.step)
@@ -456,15 +461,19 @@ class Trainer:
     # -------------------------------------------------------------- checkpoints
     def trainer_state(self) -> dict[str, Any]:
         return {"monitor": self.monitor.state_dict(), "nonfinite_steps": self.nonfinite_steps,
-                "alpha_start": self.alpha_start, "task": self.cfg.task}
+                "alpha_start": self.alpha_start, "task": self.cfg.task,
+                "elapsed_s": self.elapsed()}
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of this run, summed over every (re)start."""
+        return self.elapsed_before + time.time() - self.t0
 
     def save(self, done: int) -> None:
         if self.ctx.is_main:
             path = ckpt.save_checkpoint(self.out, done, self.raw, self.optimizer, self.scheduler,
                                         self.trainer_state(), self.cfg.keep_checkpoints)
             self.last_saved = done
-            if self._bar is None:
-                self.log(f"checkpoint {path}")
+            logger.info("checkpoint %s", path)
         barrier(self.ctx)
 
     # -------------------------------------------------------------- the loop
@@ -551,7 +560,7 @@ class Trainer:
             vanishing_steps=self.monitor.vanishing_steps,
             exploding_steps=self.monitor.exploding_steps, nonfinite_steps=self.nonfinite_steps,
             evals=evals, interrupted=interrupted, resumed_from=self.resumed_from,
-            seconds=time.time() - self.t0, model=self.raw)
+            seconds=self.elapsed(), model=self.raw)
 
 
 def _json_safe(obj: Any) -> Any:
