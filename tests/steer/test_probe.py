@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,21 @@ def test_monotone_violation_and_sweep_values():
     assert len(values) == 21 and values[10] == 0.0 and np.allclose(np.diff(values), 0.2)
     with pytest.raises(InputError):
         sweep_values(1, -1, 5)
+
+
+def test_probability_ceiling_matches_the_closed_form(tokenizer):
+    """Head with one non-zero row w (zero-mean): LN(h) has norm √d, so max logit = |w|·√d and
+    the ceiling is e^{|w|√d} / (e^{|w|√d} + V − 1)."""
+    from steerflow.steer.probe import probability_ceiling
+
+    model = SteerFlowGPT(tiny_config()).eval()
+    d, V = model.config.n_embd, model.config.vocab_size
+    good = tokenizer.encode(" good")[0]
+    w = torch.randn(d)
+    w = (w - w.mean()) / (w - w.mean()).norm()
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[good] = w
+    # LayerNorm's eps (1e-5) shrinks the norm by a relative 1e-5: negligible at this tolerance
+    expected = math.exp(math.sqrt(d)) / (math.exp(math.sqrt(d)) + V - 1)
+    assert probability_ceiling(model, tokenizer, " good") == pytest.approx(expected, abs=2e-3)

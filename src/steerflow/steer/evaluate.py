@@ -290,6 +290,7 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     say("probe and sweep")
     section = probe_section(steered, tok, cfg)
     results["probe"], results["sweep"] = section["table"], section["sweep"]
+    results["probe_ceiling"] = _ceiling(steered, cfg)
     results["_sweeps"] = {"ode": section["_sweep"]}
 
     vector = steering_vector(base, base.tokenizer)
@@ -333,6 +334,13 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     results["tradeoff"] = tradeoff(methods, reference)
     results["targets"] = target_checks(results)
     return results
+
+
+def _ceiling(model, cfg: SteeringEvalConfig) -> dict[str, float]:
+    """Highest reachable P(word) through the frozen ln_f + head, per probe word (see probe.py)."""
+    from steerflow.steer.probe import probability_ceiling
+
+    return {w.strip(): probability_ceiling(model, model.tokenizer, w) for w in cfg.probe_words}
 
 
 def _probe_at_zero(model, cfg: SteeringEvalConfig) -> dict[str, float]:

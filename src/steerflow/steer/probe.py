@@ -101,6 +101,31 @@ def probe(model, tokenizer, us: Sequence[float] = TABLE_US, prompt: str = PROBE_
     return [ProbePoint(float(u), float(p[i, 0]), float(p[i, 1])) for i, u in enumerate(us)]
 
 
+def probability_ceiling(model, tokenizer, word: str, restarts: int = 2, steps: int = 200,
+                        seed: int = 0) -> float:
+    """The highest P(word) any residual stream can reach through the frozen final LayerNorm and head.
+
+    ``max_h softmax(W · LN_f(h))[word]`` over ``h ∈ R^d``, estimated by Adam ascent on
+    ``log P`` from ``restarts`` random starts (a lower bound on the true maximum). Steering that
+    leaves ``ln_f`` and the head frozen — the ODE block, ActAdd, additive injection — cannot put
+    more probability on the word's first token than this, whatever it does upstream.
+    """
+    token = _token_ids(tokenizer, word, "probe word")[0]
+    gen = torch.Generator().manual_seed(seed)
+    best = 0.0
+    for _ in range(restarts):
+        h = torch.randn(1, model.config.n_embd, generator=gen).requires_grad_(True)
+        opt = torch.optim.Adam([h], lr=0.1)
+        for _ in range(steps):
+            with torch.enable_grad():
+                logp = torch.log_softmax(model.lm_head(model.ln_f(h)).float(), dim=-1)[0, token]
+                opt.zero_grad()
+                (-logp).backward()
+            opt.step()
+        best = max(best, float(logp.detach().exp()))
+    return best
+
+
 def sweep_values(low: float = -2.0, high: float = 2.0, points: int = 21) -> list[float]:
     """``points`` evenly spaced values from ``low`` to ``high`` (paper 1, Fig. 2: −2 … 2)."""
     if points < 2 or not low < high:

@@ -117,6 +117,10 @@ def markdown(results: dict[str, Any]) -> str:
         "Checkpoints: " + ", ".join(f"{k} = `{v}`" for k, v in results["checkpoints"].items()), "",
         f"## Probe (paper 1, Table 2): next token after {s['probe_prompt']!r}", "",
         probe_table(results), "",
+        "Ceiling: the highest probability any residual stream can give each word through the "
+        "frozen final LayerNorm and head (gradient ascent; steering that keeps them frozen cannot "
+        "exceed it): " + ", ".join(f"P({w}) ≤ {p:.3g}" for w, p in
+                                   results.get("probe_ceiling", {}).items()) + ".", "",
         f"Sweep u ∈ [{s['sweep_range'][0]:g}, {s['sweep_range'][1]:g}], {s['sweep_points']} points: "
         f"share monotone = {sweep['monotone']} (largest step against the direction "
         f"{sweep['max_violation']['share']:.2g}). Figure: `fig2.png`.", "",
