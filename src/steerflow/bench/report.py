@@ -92,7 +92,8 @@ def format_report(result: dict) -> str:
     shapes = result["shapes"]
     lines = [
         f"steerflow bench: config {result['config']}, batch {shapes['batch_size']} x "
-        f"{shapes['seq_len']} tokens, hybrid {result['hybrid']['solver']} "
+        f"{shapes['seq_len']} tokens, {result['options']['clock']} clock, hybrid "
+        f"{result['hybrid']['solver']} "
         f"({result['params']['hybrid']:,} vs {result['params']['baseline']:,} params)",
         f"{result['date']} | {describe(result['machine'])}",
         "",

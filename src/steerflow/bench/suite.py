@@ -56,6 +56,7 @@ class BenchOptions:
     matmul_size: int = 2048
     device: str = "cpu"
     threads: Optional[int] = None
+    clock: str = "wall"
     seed: int = 0
     only: tuple[str, ...] = BENCHMARKS
     quick: bool = False
@@ -72,6 +73,8 @@ class BenchOptions:
                 raise ConfigError(f"bench option {name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         lo, hi = self.memory_steps
@@ -142,7 +145,7 @@ def bench_latency(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dic
         return run
 
     t = time_alternating({"hybrid": forward(c.hybrid), "baseline": forward(c.baseline)},
-                         opts.reps, opts.warmup, opts.device)
+                         opts.reps, opts.warmup, opts.device, opts.clock)
     T = c.idx.shape[1]
     h, b = flops_per_token(config, T, c.solver), flops_per_token(config.as_baseline(), T)
     ratio = paired_ratio(t["hybrid"], t["baseline"])
@@ -176,7 +179,7 @@ def bench_generate(c: Contenders, config: ModelConfig, opts: BenchOptions) -> di
 
     fns = {"hybrid_cache": gen(c.hybrid, True), "baseline_cache": gen(c.baseline, True),
            "hybrid_recompute": gen(c.hybrid, False), "baseline_recompute": gen(c.baseline, False)}
-    t = time_alternating(fns, opts.gen_reps, min(opts.warmup, 1), opts.device)
+    t = time_alternating(fns, opts.gen_reps, min(opts.warmup, 1), opts.device, opts.clock)
     tokens = new * opts.gen_batch
 
     def tps(name: str) -> float:
@@ -231,7 +234,7 @@ def bench_train(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
            "baseline": train_step_fn(baseline, x, y, solver, opts.device),
            "hybrid_direct": train_step_fn(direct, x, y, solver.replace(adjoint=False),
                                           opts.device)}
-    t = time_alternating(fns, opts.train_reps, min(opts.warmup, 1), opts.device)
+    t = time_alternating(fns, opts.train_reps, min(opts.warmup, 1), opts.device, opts.clock)
     tokens = opts.batch_size * T
     ratio = paired_ratio(t["hybrid"], t["baseline"], invert=True)
     h = flops_per_token(config, T, solver)
@@ -281,7 +284,7 @@ def bench_memory(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- MFU
-def matmul_peak(n: int, device: str, reps: int = 5) -> dict:
+def matmul_peak(n: int, device: str, reps: int = 5, clock: str = "wall") -> dict:
     """Measured FLOP/s of an ``n × n`` matmul: fp32 on CPU, bf16 on CUDA (the training dtypes)."""
     import torch
 
@@ -289,7 +292,7 @@ def matmul_peak(n: int, device: str, reps: int = 5) -> dict:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    t = time_alternating({"mm": lambda: torch.mm(a, b)}, reps, 2, device)["mm"]
+    t = time_alternating({"mm": lambda: torch.mm(a, b)}, reps, 2, device, clock)["mm"]
     return {"flops_per_s": 2.0 * n**3 / t.median, "n": n, "dtype": str(dtype).replace("torch.", ""),
             "iqr_ms": t.iqr * 1e3}
 
@@ -299,7 +302,7 @@ def bench_mfu(config: ModelConfig, opts: BenchOptions, T: int,
     """Achieved training FLOP/s (analytic count) / the measured matmul peak, hybrid and baseline."""
     if train_timings is None:
         train_timings = bench_train(config, opts, T)["_train_timings"]
-    peak = matmul_peak(opts.matmul_size, opts.device)
+    peak = matmul_peak(opts.matmul_size, opts.device, clock=opts.clock)
     tokens = opts.batch_size * T
     counts = {"hybrid": flops_per_token(config, T),
               "baseline": flops_per_token(config.as_baseline(), T),
@@ -337,7 +340,7 @@ def bench_solver(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dict
         return run
 
     t = time_alternating({"torchdiffeq": solve(plain), "fused": solve(fused)},
-                         opts.reps, opts.warmup, opts.device)
+                         opts.reps, opts.warmup, opts.device, opts.clock)
     ratio = paired_ratio(t["torchdiffeq"], t["fused"])
     return {
         "solver_overhead": ratio.median,

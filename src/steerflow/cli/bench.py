@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 with --quick)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default) or process CPU time, which excludes waiting for a core "
+                        "on a machine shared with other jobs (CPU only)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=run)
@@ -61,7 +64,7 @@ def _options(args: argparse.Namespace):
     from steerflow.bench.suite import BENCHMARKS, BenchOptions
 
     overrides = {"batch_size": args.batch_size, "seq_len": args.seq_len, "device": args.device,
-                 "only": args.only or BENCHMARKS}
+                 "clock": args.clock, "only": args.only or BENCHMARKS}
     if args.threads:
         overrides["threads"] = args.threads
     if args.config:

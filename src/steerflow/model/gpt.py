@@ -134,10 +134,11 @@ class SteerFlowGPT(nn.Module):
                              f"{getattr(idx, 'dtype', type(idx).__name__)}")
         if idx.ndim != 2:
             raise InputError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise InputError(
-                f"token ids must lie in [0, {self.config.vocab_size}); got min {int(idx.min())}, "
-                f"max {int(idx.max())}")
+        if idx.numel():
+            lo, hi = torch.stack(torch.aminmax(idx)).tolist()  # one pass, one host sync
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise InputError(
+                    f"token ids must lie in [0, {self.config.vocab_size}); got min {lo}, max {hi}")
         if past + idx.shape[1] > self.config.block_size:
             raise InputError(
                 f"sequence of {past + idx.shape[1]} tokens exceeds the context length "
