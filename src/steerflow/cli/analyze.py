@@ -3,6 +3,7 @@
 from steerflow.cli.group import add_group
 
 MEMBERS: list[tuple[str, str]] = [
+    ("flow", "steerflow.cli.analyze_flow"),
 ]
 
 

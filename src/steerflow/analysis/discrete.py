@@ -1,0 +1,98 @@
+"""How ODE-like is an ordinary transformer? Statistics of its residual updates, layer by layer.
+
+Paper 2 reads a residual layer ``x_{l+1} = x_l + f_l(x_l)`` as one forward-Euler step of
+``dx/dt = f(x, t)``. That reading is accurate when each update is small against the state
+(``‖f_l(x_l)‖ / ‖x_l‖ ≪ 1``) and varies smoothly with depth (consecutive updates point the same
+way: ``cos(f_l, f_{l+1})`` near 1). We measure both per token, plus the log-norm of each residual
+branch (per sequence: attention couples the tokens), on real text. In a hybrid model the ODE
+block appears as one update, its displacement ``H(1) − H(0)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from steerflow.analysis.lognorm import log_norm
+
+
+@dataclass
+class Update:
+    """One residual update of the stack: its input ``x`` ``(B, T, d)`` and update ``f(x)``."""
+
+    label: str
+    x: torch.Tensor
+    update: torch.Tensor
+    branch: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # f_l, for discrete blocks
+
+
+@dataclass
+class LayerStats:
+    """Per-layer summary over tokens (``cos_next`` compares this update with the next one)."""
+
+    layer: str
+    ratio_mean: float
+    ratio_median: float
+    cos_next_mean: Optional[float]
+    cos_next_median: Optional[float]
+    mu_mean: Optional[float] = None
+    mu_max: Optional[float] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def residual_updates(model, idx: torch.Tensor, u=None, solver=None) -> list[Update]:
+    """Run ``model`` on ``idx`` ``(B, T)`` and record each block's input and residual update."""
+    updates: list[Update] = []
+    with torch.no_grad():
+        x = model.embed(idx)  # (B, T, d)
+        for position, block in enumerate(model.blocks):
+            if model.ode is not None and position == model.n_before:
+                h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
+                               model.solver_for_mode(solver))
+                updates.append(Update("ode", x, h1 - x))
+                x = h1
+            f_x = block.residual_branch(x)  # f_l(x_l): the block is x + f_l(x)
+            updates.append(Update(f"block {model.block_layers[position]}", x, f_x,
+                                  block.residual_branch))
+            x = x + f_x
+        if model.ode is not None and model.n_before == len(model.blocks):
+            h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
+                           model.solver_for_mode(solver))
+            updates.append(Update("ode", x, h1 - x))
+    return updates
+
+
+def update_ratio(update: Update) -> torch.Tensor:
+    """``‖f_l(x)‖ / ‖x‖`` per token, flattened ``(B·T,)``."""
+    return (update.update.norm(dim=-1) / update.x.norm(dim=-1)).flatten()
+
+
+def consecutive_cosine(a: Update, b: Update) -> torch.Tensor:
+    """Cosine between two consecutive updates, per token ``(B·T,)``."""
+    return F.cosine_similarity(a.update, b.update, dim=-1).flatten()
+
+
+def discrete_layer_stats(model, idx: torch.Tensor, u=None, lognorm_iters: int = 24,
+                         seed: int = 0) -> list[LayerStats]:
+    """Per-layer update ratio, consecutive cosine and branch log-norm for ``model`` on ``idx``.
+
+    ``lognorm_iters = 0`` skips the log-norms. The model should be in float64 for the log-norms.
+    """
+    updates = residual_updates(model, idx, u)
+    stats = []
+    for i, upd in enumerate(updates):
+        ratio = update_ratio(upd)
+        cos = consecutive_cosine(upd, updates[i + 1]) if i + 1 < len(updates) else None
+        row = LayerStats(upd.label, float(ratio.mean()), float(ratio.median()),
+                         None if cos is None else float(cos.mean()),
+                         None if cos is None else float(cos.median()))
+        if upd.branch is not None and lognorm_iters > 0:
+            mu = log_norm(upd.branch, upd.x, "sequence", lognorm_iters, seed).mu
+            row.mu_mean, row.mu_max = float(mu.mean()), float(mu.max())
+        stats.append(row)
+    return stats

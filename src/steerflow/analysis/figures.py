@@ -1,0 +1,133 @@
+"""PNG figures of the flow analysis (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from steerflow.model.hub import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    _pyplot().close(fig)
+
+
+def convergence_figure(path: Path, studies: dict[str, dict]) -> None:
+    """Error vs N on log-log axes, one line per (method, u), with the fitted slopes in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    colors = {"euler": "tab:blue", "midpoint": "tab:orange", "rk4": "tab:green"}
+    styles = ["-", "--", ":", "-."]
+    floors = []
+    for i, (u_label, study) in enumerate(studies.items()):
+        floors.append(study["floor"])
+        for method, errors in study["errors"].items():
+            fit = study["fits"][method]
+            slope = "n/a" if fit["slope"] is None else f"{fit['slope']:.2f}"
+            ax.loglog(study["steps"], np.maximum(errors, 1e-300), styles[i % len(styles)],
+                      marker="o", ms=3, color=colors.get(method),
+                      label=f"{method}, u={u_label}: slope {slope}")
+    ax.axhline(max(floors), color="grey", lw=0.8, ls=":", label="error floor (reference/roundoff)")
+    ax.set_xlabel("steps N")
+    ax.set_ylabel("‖H_N(1) − H_ref(1)‖ / ‖H(1) − H(0)‖")
+    ax.set_title("Convergence order of the ODE block (float64, dopri8 reference)")
+    ax.legend(fontsize=6, ncol=1)
+    _save(fig, path)
+
+
+def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str) -> None:
+    """Histogram of log-norm samples, one series per label (e.g. per u or per model)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    everything = np.concatenate([v for v in samples.values() if v.size])
+    bins = np.linspace(everything.min(), everything.max(), 60) if everything.size else 10
+    for label, values in samples.items():
+        ax.hist(values, bins=bins, alpha=0.5, label=label, density=True)
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_xlabel("μ = λ_max((J + Jᵀ)/2) of α·F")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
+    """Measured ‖δH(τ)‖/‖δH(0)‖ against the bound exp(∫μ) (median and worst token), per u."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (label, c), color in zip(curves.items(), ["tab:red", "tab:grey", "tab:blue", "tab:green",
+                                                  "tab:purple", "tab:orange"]):
+        taus = np.asarray(c["taus"])
+        ratio, bound = np.asarray(c["ratio"]), np.asarray(c["bound"])  # (K, P)
+        axes[0].plot(taus, np.median(ratio, 1), color=color, label=f"{label}: measured (median)")
+        axes[0].plot(taus, np.median(bound, 1), color=color, ls="--",
+                     label=f"{label}: exp(∫μ) (median)")
+        axes[1].plot(taus, (ratio / bound).max(1), color=color, label=f"{label}: max over tokens")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("τ")
+    axes[0].set_ylabel("‖δH(τ)‖ / ‖δH(0)‖")
+    axes[0].set_title("Perturbation growth vs log-norm bound")
+    axes[0].legend(fontsize=6)
+    axes[1].axhline(1.0, color="black", lw=0.8)
+    axes[1].set_xlabel("τ")
+    axes[1].set_ylabel("measured / bound (≤ 1: bound holds)")
+    axes[1].set_title("Bound check")
+    axes[1].legend(fontsize=6)
+    _save(fig, path)
+
+
+def discrete_figure(path: Path, tables: dict[str, Sequence[dict]]) -> None:
+    """Per-layer ‖f_l(x)‖/‖x‖ and cosine of consecutive updates, one bar group per model."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / max(1, len(tables))
+    for i, (label, rows) in enumerate(tables.items()):
+        x = np.arange(len(rows)) + i * width
+        axes[0].bar(x, [r["ratio_median"] for r in rows], width, label=label)
+        axes[0].set_xticks(x, [r["layer"] for r in rows], rotation=45, fontsize=7)
+        cos = [r["cos_next_median"] for r in rows[:-1]]
+        axes[1].bar(x[:-1], cos, width, label=label)
+        axes[1].set_xticks(x[:-1], [f"{a['layer']}→{b['layer']}" for a, b in zip(rows, rows[1:])],
+                           rotation=45, fontsize=7)
+    axes[0].set_ylabel("median ‖f_l(x)‖ / ‖x‖")
+    axes[0].set_title("Size of each residual update")
+    axes[1].set_ylabel("median cos(f_l, f_{l+1})")
+    axes[1].set_title("Alignment of consecutive updates")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def refinement_figure(path: Path, results: Sequence[dict]) -> None:
+    """State change and validation loss against the number of Euler steps N."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in results:
+        n = np.asarray(r["eval_steps"])
+        order = "n/a" if r["order"] is None else f"{r['order']:.2f}"
+        axes[0].loglog(n[:-1], r["state_change"], marker="o",
+                       label=f"{r['basis']}: ‖H_N − H_2N‖, slope {order}")
+        axes[0].loglog(n[:-1], r["gap_to_finest"], marker="x", ls="--",
+                       label=f"{r['basis']}: ‖H_N − H_finest‖")
+        axes[1].semilogx(n, r["val_loss"], marker="o", label=f"{r['basis']} (trained at N={r['train_steps']})")
+    axes[0].set_xlabel("Euler steps N")
+    axes[0].set_ylabel("relative to ‖H(1) − H(0)‖")
+    axes[0].set_title("Hidden-state refinement")
+    axes[1].set_xlabel("Euler steps N")
+    axes[1].set_ylabel("validation loss")
+    axes[1].set_title("Loss under refinement")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    _save(fig, path)

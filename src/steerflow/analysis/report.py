@@ -1,0 +1,114 @@
+"""The Markdown report of ``analyze flow`` (tables for people; results.json is for machines)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from steerflow.cli.common import format_table
+
+
+def _num(x: Optional[float], fmt: str = ".3g") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def order_section(results: dict[str, Any]) -> list[str]:
+    from steerflow.analysis.convergence import EXPECTED_ORDER
+
+    studies = results["convergence"]
+    rows = []
+    for method, slope in results["order"].items():
+        per_u = [_num(s["fits"][method]["slope"], ".2f") for s in studies.values()]
+        used = next(iter(studies.values()))["fits"][method]["used_steps"]
+        rows.append([method, f"-{EXPECTED_ORDER[method]}", _num(slope, ".2f"), *per_u,
+                     ", ".join(map(str, used))])
+    headers = ["method", "expected", "fitted slope (mean)", *[f"u={u}" for u in studies],
+               "N used (first u)"]
+    first = next(iter(studies.values()))
+    return ["## 1. Convergence order", "",
+            f"Error of the ODE block's end state against {first['reference']} in float64, "
+            "relative to the displacement ‖H(1) − H(0)‖; slopes by least squares on log-log over "
+            "the finest points above the error floor (reference gap / roundoff).", "",
+            format_table(headers, rows), "", "![convergence](convergence.png)", ""]
+
+
+def mu_section(results: dict[str, Any]) -> list[str]:
+    mu = results["mu"]
+    rows = [[f"u={u}", s["mean"], s["median"], s["p95"], s["max"], s["fraction_negative"]]
+            for u, s in mu["per_u"].items()]
+    rows.append(["all", mu["mean"], mu["median"], mu["p95"], mu["max"], mu["fraction_negative"]])
+    return ["## 4. Log-norm μ = λ_max((J + Jᵀ)/2) of α·F", "",
+            f"Per {mu['grouping']}, at {mu['tau_grid']} τ points along the trajectory of each u "
+            f"(Lanczos, {mu['lanczos_iters']} Krylov vectors).", "",
+            format_table(["u", "mean", "median", "p95", "max", "fraction < 0"], rows), "",
+            "![mu](mu_hist.png)", ""]
+
+
+def perturbation_section(results: dict[str, Any]) -> list[str]:
+    rows = [[f"u={u}", p["growth_at_1"]["median"], p["growth_at_1"]["max"],
+             p["bound_at_1"]["median"], p["max_ratio_over_bound"], p["violations"]]
+            for u, p in results["perturbation"].items()]
+    v = results["bound_violations"]
+    return ["## 5. Perturbation growth vs exp(∫μ dτ)", "",
+            format_table(["u", "median ‖δH(1)‖/‖δH(0)‖", "max", "median bound",
+                          "max measured/bound", "violations"], rows), "",
+            f"Violations (measured > bound·(1 + {v['tolerance']:g})): **{v['count']}** of "
+            f"{v['points']} (τ, token/sequence) points; worst measured/bound "
+            f"{v['max_ratio_over_bound']:.6f}.", "", "![perturbation](perturbation.png)", ""]
+
+
+def discrete_section(results: dict[str, Any]) -> list[str]:
+    lines = ["## 3. How ODE-like are the discrete layers?", ""]
+    for label, rows in results["discrete"].items():
+        table = [[r["layer"], r["ratio_median"], _num(r["cos_next_median"]), _num(r["mu_mean"]),
+                  _num(r["mu_max"])] for r in rows]
+        lines += [f"**{label}**", "",
+                  format_table(["layer", "median ‖f(x)‖/‖x‖", "median cos(f_l, f_next)",
+                                "μ mean (per seq.)", "μ max"], table), ""]
+    return lines + ["![discrete](discrete_layers.png)", ""]
+
+
+def contractive_section(results: dict[str, Any]) -> list[str]:
+    c = results.get("contractive")
+    lines = ["## 6. Contractive vector field", ""]
+    if not c:
+        return lines + ["Not measured: " + "; ".join(results.get("notes", [])), ""]
+    rows = [[k, c[k]["source"], c[k]["alpha"], c[k]["mu"]["mean"], c[k]["mu"]["max"],
+             c[k]["growth_at_1"]["median"], c[k]["val_loss"]] for k in ("unconstrained", "contractive")]
+    return lines + [format_table(["field", "model", "α", "μ mean", "μ max", "median growth at τ=1",
+                                  "val loss"], rows), "",
+                    f"Validation-loss cost of contractivity: {c['val_loss_cost']:+.4f}.", ""]
+
+
+def refinement_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("refinement")
+    lines = ["## 2. Depth refinement", "",
+             "A continuous transformer dx/dτ = F(x, τ) (F a full block with depth-dependent "
+             "weights) trained with N₀ Euler steps, then evaluated with N = N₀·2^j steps. "
+             "`legendre`: smooth weights; `piecewise`: independent weights per step, kept "
+             "constant over the step; `linear`: the same weights interpolated linearly in τ.", ""]
+    if not r:
+        return lines + ["Not run (--no-refinement).", ""]
+    for m in r["models"]:
+        rows = [[n, loss, _num(ch), _num(gap)] for n, loss, ch, gap in
+                zip(m["eval_steps"], m["val_loss"], m["state_change"] + [None],
+                    m["gap_to_finest"] + [None])]
+        trained = m["extra"]["trained_basis"]
+        how = "" if trained == m["basis"] else f", evaluated with {trained} weights interpolated"
+        lines += [f"**{m['basis']}** (trained as `{trained}` with N₀={m['train_steps']} Euler "
+                  f"steps{how}; {m['extra']['params']:,} parameters, relative weight change "
+                  f"between steps {m['roughness']:.3f}, state-change slope "
+                  f"{_num(m['order'], '.2f')})", "",
+                  format_table(["N", "val loss", "‖H_N − H_2N‖ (rel.)", "‖H_N − H_finest‖ (rel.)"],
+                               rows), ""]
+    return lines + ["![refinement](refinement.png)", ""]
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """The whole report as Markdown text."""
+    head = ["# Flow analysis", "",
+            f"Checkpoint `{results['checkpoint']}` (field `{results['model']['field']}`, "
+            f"α = {results['model']['alpha']:.4g}); {results['tokens_analysed']} validation tokens.",
+            ""]
+    body = (order_section(results) + refinement_section(results) + discrete_section(results)
+            + mu_section(results) + perturbation_section(results) + contractive_section(results))
+    return "\n".join(head + body) + "\n"
