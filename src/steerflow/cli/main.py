@@ -17,6 +17,8 @@ from steerflow.errors import SolverError, SteerflowError
 
 #: (subcommand, module) in the order ``--help`` lists them
 COMMANDS: list[tuple[str, str]] = [
+    ("demo", "steerflow.cli.demo"),
+    ("reproduce", "steerflow.cli.reproduce"),
     ("info", "steerflow.cli.info"),
     ("train", "steerflow.cli.train"),
     ("generate", "steerflow.cli.generate"),

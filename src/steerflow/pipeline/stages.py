@@ -66,6 +66,8 @@ class StageRunner:
         self.log = log
         self.reused: list[str] = []
         self.ran: list[str] = []
+        #: seconds each stage took when it ran (also for reused stages, from their records)
+        self.elapsed: dict[str, float] = {}
 
     def record_path(self, stage: Stage) -> Path:
         return self.out_dir / "stages" / f"{stage.name}.json"
@@ -84,7 +86,10 @@ class StageRunner:
         if not all((self.out_dir / p).exists() for p in stage.outputs):
             return None
         result = record.get("result")
-        return result if isinstance(result, dict) else None
+        if not isinstance(result, dict):
+            return None
+        self.elapsed[stage.name] = float(record.get("elapsed_s") or 0.0)
+        return result
 
     def run(self) -> dict[str, dict]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +114,7 @@ class StageRunner:
             atomic_write_text(self.record_path(stage), json.dumps(record, indent=2, default=str))
             self.context.results[stage.name] = result
             self.ran.append(stage.name)
+            self.elapsed[stage.name] = elapsed
             spent += elapsed
             done_estimate += stage.estimate_s
             self.log(f"      done in {_fmt(elapsed)}")

@@ -1,0 +1,37 @@
+"""``steerflow reproduce``: every paper-1 experiment at the paper's configuration."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    from steerflow.cli.demo import add_run_options
+
+    p = sub.add_parser(
+        "reproduce", help="run every paper experiment at paper scale (GPU recommended)",
+        description="Paper 1 at its configuration: GPT-2 BPE, the 30.5M-parameter baseline and "
+                    "its hybrid, 500 LM steps (Exp. 1), steering training and evaluation "
+                    "(Exp. 2), solver invariance (Exp. 3), solver probing, the benchmark at paper "
+                    "shapes (Exp. 4). Prints an estimate of the duration on this machine first; "
+                    "resumable stage by stage. The report has the demo's layout.")
+    p.add_argument("--scale", default="paper", choices=["paper", "small", "tiny"],
+                   help="paper (default), or the demo's smaller scales")
+    p.add_argument("--out", default="runs/paper", help="run folder (default runs/paper)")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from steerflow.cli.common import eprint
+    from steerflow.cli.demo import environment, finish
+    from steerflow.pipeline.demo import SCALES, run_pipeline
+    from steerflow.pipeline.estimate import estimate_seconds
+
+    settings, env = SCALES[args.scale], environment(args)
+    estimate = estimate_seconds(settings, env)
+    if not args.quiet:
+        eprint(f"estimated duration on this machine: {estimate['total_s'] / 60:.0f} min "
+               f"({estimate['step_s']:.2f} s per training step of the {settings.config} hybrid "
+               f"on {estimate['device']}; evaluation stages extrapolated)")
+    return finish(run_pipeline(args.out, settings, env), args)

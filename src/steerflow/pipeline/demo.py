@@ -1,0 +1,362 @@
+"""The end-to-end run behind ``steerflow demo`` and ``steerflow reproduce``.
+
+Stages: prepare data → train baseline and hybrid LMs (paper 1, Exp. 1) → steering training →
+sample generations → steering evaluation (paper probe, sweep, open-ended with judges, ActAdd) →
+solver invariance (Exp. 3) → solver probing → flow analysis (paper 2) → benchmark (Exp. 4) →
+``report.md`` / ``report.json``. Every stage is resumable (:mod:`steerflow.pipeline.stages`), and
+training stages resume from their own checkpoints when interrupted mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from steerflow.errors import ConfigError
+from steerflow.pipeline.stages import Stage, StageContext, StageRunner
+
+#: the u values the report shows sample generations for
+SAMPLE_US = (-1.0, 0.0, 1.0)
+SAMPLE_PROMPTS = ("The movie was", "The film", "In the end , the story")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Sizes of every stage. :data:`SCALES` holds the named presets.
+
+    ``lm_steps``/``lm_batch_size``/``lm_lr`` of None take the training defaults of ``config``.
+    """
+
+    config: str = "small"
+    lm_steps: Optional[int] = None
+    lm_batch_size: Optional[int] = None
+    lm_lr: Optional[float] = None
+    test_batches: Optional[int] = None
+    steer_data: str = "sst2"
+    steer_steps: int = 200
+    steer_batch_size: int = 32
+    steer_lr: float = 3e-3
+    eval_prompts: int = 50
+    eval_samples: int = 4
+    eval_new_tokens: int = 20
+    sweep_points: int = 21
+    invariance_batches: int = 2
+    probe_batches: int = 1
+    probe_examples: int = 8
+    probe_sentences: int = 400
+    flow_batch_size: int = 2
+    flow_refinement_iters: int = 150
+    contractive_steps: Optional[int] = None
+    bench_quick: bool = True
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and f.name != "seed" and value < 1:
+                raise ConfigError(f"{f.name} must be >= 1, got {value}")
+
+
+SCALES: dict[str, RunSettings] = {
+    # CI smoke run: seconds per stage
+    "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze", steer_steps=30,
+                        steer_batch_size=16, eval_prompts=4, eval_samples=2, eval_new_tokens=8,
+                        sweep_points=5, invariance_batches=1, probe_examples=2,
+                        probe_sentences=60),
+    # the README's main job: about 10 minutes on 2 CPU cores
+    "small": RunSettings(config="small"),
+    # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
+    "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
+                         eval_samples=4, invariance_batches=8, probe_batches=4,
+                         probe_examples=32, probe_sentences=872, flow_batch_size=8,
+                         flow_refinement_iters=600, bench_quick=False),
+}
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage writes, relative to the run folder."""
+
+    lm: str = "lm"
+    steered: str = "steered"
+    steering: str = "steering"
+    invariance: str = "invariance"
+    probe: str = "probe"
+    flow: str = "flow"
+    bench: str = "bench"
+    contractive: str = "lm/contractive"
+
+    @property
+    def baseline(self) -> str:
+        return f"{self.lm}/baseline"
+
+    @property
+    def hybrid(self) -> str:
+        return f"{self.lm}/hybrid"
+
+
+PATHS = RunPaths()
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where data comes from and where the run happens (not part of the stage fingerprint)."""
+
+    data_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    device: str = "auto"
+    threads: Optional[int] = None
+    quiet: bool = False
+
+
+# ----------------------------------------------------------------------------- stages
+def _source(env: Environment):
+    from steerflow.data import resolve_data_source
+
+    return resolve_data_source(env.data_dir)
+
+
+def _train_config(s: RunSettings, env: Environment, **kw):
+    from steerflow.train.config import TrainConfig
+
+    return TrainConfig(config=s.config, data_dir=env.data_dir, cache_dir=env.cache_dir,
+                       device=env.device, threads=env.threads, quiet=env.quiet, seed=s.seed, **kw)
+
+
+def stage_lm(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.train.experiment import run_gradient_stability
+
+        base = _train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
+                             batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches)
+        results = run_gradient_stability(base, ctx.out_dir / PATHS.lm,
+                                         command="steerflow demo (stage lm)")
+        return {"source": _source(env).describe(), "tokenizer": results["tokenizer"],
+                "steps": results["steps"], "baseline": results["baseline"],
+                "hybrid": results["hybrid"], "comparison": results["comparison"],
+                "paper": results["paper"]}
+    return run
+
+
+def stage_steer(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.train.loop import train
+
+        out = ctx.out_dir / PATHS.steered
+        cfg = _train_config(s, env, out=str(out), task="steer",
+                            init_from=str(ctx.out_dir / PATHS.hybrid), steer_data=s.steer_data,
+                            steps=s.steer_steps, batch_size=s.steer_batch_size, lr=s.steer_lr,
+                            resume=(out / "train_config.json").is_file())
+        summary = train(cfg).summary()
+        if not summary.get("completed"):
+            raise KeyboardInterrupt  # the run saved its state; re-running resumes it
+        return {"steer_data": s.steer_data, "steps": summary["step"],
+                "trainable_params": summary.get("trainable_params"),
+                "final_loss": summary["final_loss"],
+                "alpha_start": summary.get("alpha_start"), "alpha_end": summary.get("alpha_end")}
+    return run
+
+
+def _load(ctx: StageContext, rel: str, env: Environment):
+    from steerflow.cli.common import load_model
+
+    return load_model(ctx.out_dir / rel, _device(env))
+
+
+def stage_samples(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        import torch
+
+        model = _load(ctx, PATHS.steered, env)
+        tok = model.tokenizer
+        rows = []
+        for prompt in SAMPLE_PROMPTS:
+            idx = torch.tensor([tok.encode(prompt)])
+            for u in SAMPLE_US:
+                out = model.generate(idx, u=u, max_new_tokens=s.eval_new_tokens, top_p=0.9,
+                                     seed=s.seed)
+                rows.append({"prompt": prompt, "u": u,
+                             "text": tok.decode(out[0, idx.shape[1]:].tolist())})
+        return {"samples": rows}
+    return run
+
+
+def stage_steering_eval(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.steer.evaluate import Models, SteeringEvalConfig, evaluate_steering
+        from steerflow.steer.report import to_json, write_results
+
+        names = {"steered": PATHS.steered, "base": PATHS.hybrid, "baseline": PATHS.baseline}
+        models = Models(steered=_load(ctx, PATHS.steered, env),
+                        base=_load(ctx, PATHS.hybrid, env),
+                        baseline=_load(ctx, PATHS.baseline, env), names=names)
+        cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
+                                 max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
+                                 seed=s.seed, progress=not env.quiet,
+                                 judge_cache=str(_cache_dir(env) / "judges"))
+        results = evaluate_steering(models, _source(env), cfg)
+        write_results(results, ctx.out_dir / PATHS.steering)
+        return to_json(results)
+    return run
+
+
+def _cache_dir(env: Environment) -> Path:
+    from steerflow.eval.invariance import default_cache_dir
+
+    return Path(env.cache_dir) if env.cache_dir else default_cache_dir()
+
+
+def stage_invariance(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.eval.invariance import format_report, plot_sweeps, run_invariance, validation_batches
+        from steerflow.model.hub import atomic_write_text
+
+        model = _load(ctx, PATHS.steered, env)
+        batches = validation_batches(model, env.data_dir, env.cache_dir,
+                                     max_batches=s.invariance_batches)
+        result = run_invariance(model, batches, progress=not env.quiet)
+        out = ctx.out_dir / PATHS.invariance
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+        atomic_write_text(out / "report.md", format_report(result))
+        plot_sweeps(result, out / "sweeps.png")
+        return result
+    return run
+
+
+def stage_probe(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.data import load_sst2
+        from steerflow.eval.invariance import validation_batches
+        from steerflow.eval.probe import ProbeSettings, format_report, run_probe, write_figures
+        from steerflow.model.hub import atomic_write_text
+
+        model = _load(ctx, PATHS.steered, env)
+        batches = validation_batches(model, env.data_dir, env.cache_dir,
+                                     max_batches=s.probe_batches)
+        pairs = load_sst2(_source(env), "dev")[: s.probe_sentences]
+        settings = ProbeSettings(max_examples=s.probe_examples, seed=s.seed)
+        result = run_probe(model, batches, pairs, settings, progress=not env.quiet)
+        out = ctx.out_dir / PATHS.probe
+        out.mkdir(parents=True, exist_ok=True)
+        data = result.as_dict()
+        atomic_write_text(out / "results.json", json.dumps(data, indent=2, default=str))
+        atomic_write_text(out / "report.md", format_report(result))
+        write_figures(result, out)
+        return data
+    return run
+
+
+def stage_contractive(s: RunSettings, env: Environment):
+    """A hybrid LM with the contractive vector field, trained like the hybrid (paper 2 option)."""
+    def run(ctx: StageContext) -> dict:
+        from steerflow.train.loop import train
+
+        out = ctx.out_dir / PATHS.contractive
+        cfg = _train_config(s, env, out=str(out), model="hybrid",
+                            model_overrides={"field": "contractive"},
+                            steps=s.contractive_steps or s.lm_steps, batch_size=s.lm_batch_size,
+                            lr=s.lm_lr, test_batches=s.test_batches,
+                            resume=(out / "train_config.json").is_file())
+        summary = train(cfg).summary()
+        if not summary.get("completed"):
+            raise KeyboardInterrupt
+        return {"steps": summary["step"], "final_loss": summary["final_loss"],
+                "val_loss": summary.get("evals", {}).get("valid", {}).get("loss")}
+    return run
+
+
+def stage_flow(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.analysis.flow import FlowConfig, jsonable, run_flow
+
+        cfg = FlowConfig(checkpoint=str(ctx.out_dir / PATHS.steered),
+                         out=str(ctx.out_dir / PATHS.flow),
+                         baseline=str(ctx.out_dir / PATHS.baseline),
+                         compare=str(ctx.out_dir / PATHS.contractive),
+                         data_dir=env.data_dir, cache_dir=env.cache_dir,
+                         batch_size=s.flow_batch_size, refinement_iters=s.flow_refinement_iters,
+                         seed=s.seed, device=_device(env))
+        return jsonable(run_flow(cfg, progress=not env.quiet))
+    return run
+
+
+def _device(env: Environment) -> str:
+    if env.device != "auto":
+        return env.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def stage_bench(s: RunSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.bench.suite import BenchOptions, run_bench
+        from steerflow.model.hub import atomic_write_text
+
+        device = _device(env)
+        opts = (BenchOptions.quick_options(device=device) if s.bench_quick
+                else BenchOptions(config=s.config, device=device))
+        result = run_bench(opts)
+        out = ctx.out_dir / PATHS.bench
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+        return result
+    return run
+
+
+def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
+    """The stages of one run, with duration estimates (seconds on 2 CPU cores) for the ETA."""
+    small = s.config in ("tiny", "small")
+    scale = {"tiny": 0.1, "small": 1.0}.get(s.config, 20.0)
+    stages = [
+        Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
+              stage_lm(s, env), 240 * scale,
+              outputs=[f"{PATHS.baseline}/model.safetensors", f"{PATHS.hybrid}/model.safetensors",
+                       f"{PATHS.lm}/results.json"]),
+        Stage("steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
+              90 * scale, outputs=[f"{PATHS.steered}/model.safetensors"]),
+        Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
+              5 * scale),
+        Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
+              stage_steering_eval(s, env), 120 * scale,
+              outputs=[f"{PATHS.steering}/results.json"]),
+        Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
+              30 * scale, outputs=[f"{PATHS.invariance}/results.json"]),
+        Stage("probe", "solver probing: NFE vs u and tolerance, linear probes",
+              stage_probe(s, env), 40 * scale, outputs=[f"{PATHS.probe}/results.json"]),
+        Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
+              stage_contractive(s, env), 120 * scale,
+              outputs=[f"{PATHS.contractive}/model.safetensors"]),
+        Stage("flow", "flow analysis: convergence order, log-norms, perturbations (paper 2)",
+              stage_flow(s, env), 60 * scale, outputs=[f"{PATHS.flow}/results.json"]),
+        Stage("bench", "benchmark hybrid vs baseline (paper Exp. 4)", stage_bench(s, env),
+              45 if small else 600, outputs=[f"{PATHS.bench}/results.json"]),
+    ]
+    return stages
+
+
+def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Environment()
+                 ) -> dict[str, Any]:
+    """Run (or resume) every stage into ``out`` and write ``report.md`` and ``report.json``."""
+    from steerflow.pipeline.report import write_report
+
+    out = Path(out)
+    start = time.perf_counter()
+    _source(env)  # fail fast, with the one clear message, when no data can be found
+    runner = StageRunner(out, build_stages(settings, env), dataclasses.asdict(settings),
+                         log=(lambda _m: None) if env.quiet else _log)
+    results = runner.run()
+    elapsed = time.perf_counter() - start
+    return write_report(out, settings, results, elapsed, reused=runner.reused,
+                        source=_source(env).describe())
+
+
+def _log(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,42 @@
+"""A duration estimate for a run, from one timed training step on this machine."""
+
+from __future__ import annotations
+
+import time
+
+#: evaluation stages cost about this many training-step equivalents per LM step (measured on the
+#: small demo: the evaluations take about as long as one of the two LM trainings)
+EVAL_FRACTION = 0.5
+
+
+def estimate_seconds(settings, env) -> dict:
+    """Time two training steps of the hybrid at the run's shapes and extrapolate to every stage."""
+    import torch
+
+    from steerflow.config import ModelConfig
+    from steerflow.model.gpt import SteerFlowGPT
+    from steerflow.train.config import TRAIN_DEFAULTS
+
+    defaults = TRAIN_DEFAULTS.get(settings.config, TRAIN_DEFAULTS["small"])
+    device = "cuda" if env.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if env.device == "auto" else env.device)
+    config = ModelConfig.from_name(settings.config)
+    batch = settings.lm_batch_size or defaults["batch_size"]
+    model = SteerFlowGPT(config).to(device).train()
+    idx = torch.randint(0, config.vocab_size, (batch, config.block_size), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for _ in range(3):  # the first step warms up allocators and kernels
+        start = time.perf_counter()
+        _, loss = model(idx, targets=idx)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    step = min(times[1:])
+    lm_steps = settings.lm_steps or defaults["steps"]
+    train_s = step * (2 * lm_steps + settings.steer_steps * settings.steer_batch_size / batch)
+    total = train_s * (1 + EVAL_FRACTION)
+    return {"device": device, "step_s": step, "train_s": train_s, "total_s": total}
