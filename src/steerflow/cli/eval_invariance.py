@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=_positive_float, default=0.01,
                    help="pass mark of every metric (default: 0.01 = 1%%)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for small "
+                        "models on a busy machine)")
     p.add_argument("--out", default=None,
                    help="folder for results.json, table.md and invariance_sweeps.png")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         reference=SolverSpec.parse(args.reference),
         tolerances=tuple(args.tolerances), steps=tuple(args.steps), threshold=args.threshold,
         axis=args.axis)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint, args.device)
     require_hybrid(model)
     batches = validation_batches(model, args.data_dir, args.cache_dir, args.batch_size,

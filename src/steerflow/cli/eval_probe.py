@@ -53,6 +53,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
     p.add_argument("--axis", type=int, default=0, help="control axis u is placed on (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for small "
+                        "models on a busy machine)")
     p.add_argument("--out", default=None, help="folder for results.json, table.md and figures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         tolerances=tuple(args.tolerances), tolerance_us=tuple(args.tolerance_us),
         max_examples=args.examples, taus=tuple(args.taus), probe_limit=args.probe_limit,
         folds=args.folds, axis=args.axis)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint, args.device)
     require_hybrid(model)
     batches = validation_batches(model, args.data_dir, args.cache_dir, args.batch_size,

@@ -59,6 +59,10 @@ def add_parser(sub) -> None:
             ("--grad-accum", int, "micro-batches per step (1)"), ("--seed", int, "seed (1337)")):
         opt.add_argument(flag, type=kind, help=text,
                          dest="warmup_steps" if flag == "--warmup" else None)
+    opt.add_argument("--ode-consistency", type=float, metavar="LAMBDA",
+                     help="weight of the coarse-vs-rk4 consistency penalty on the ODE block (0)")
+    opt.add_argument("--ode-random-steps", type=int, nargs="+", metavar="N",
+                     help="draw the training solver's step count from these at each step")
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, help="run folder (created; never wiped)")
     run.add_argument("--resume", action="store_true", default=None,

@@ -103,6 +103,11 @@ class TrainConfig:
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
         threads: ``torch.set_num_threads`` for the run (None: leave as is).
+        ode_consistency: weight λ of the consistency penalty ``‖H_coarse(1) − H_fine(1)‖² /
+            ‖H_fine(1) − H(0)‖²`` between the training solve and an rk4 solve (0: off); see
+            :mod:`steerflow.train.consistency`.
+        ode_random_steps: step counts to draw the training solver's steps from at each step
+            (empty: the model's fixed ``train_solver``).
     """
 
     out: str
@@ -146,6 +151,8 @@ class TrainConfig:
     explode_window: int = 50
     on_nonfinite: str = "skip"
     threads: Optional[int] = None
+    ode_consistency: float = 0.0
+    ode_random_steps: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.out, Path):
@@ -198,6 +205,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1 or None, got {value}")
+        if not (self.ode_consistency >= 0 and math.isfinite(self.ode_consistency)):
+            raise ConfigError(f"ode_consistency must be >= 0, got {self.ode_consistency}")
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in self.ode_random_steps):
+            raise ConfigError(f"ode_random_steps must be step counts >= 1, got {self.ode_random_steps}")
         if self.warmup_steps < 0 or self.seed < 0 or self.steer_axis < 0:
             raise ConfigError(f"warmup_steps, seed and steer_axis must be >= 0, got "
                               f"{self.warmup_steps}, {self.seed}, {self.steer_axis}")

@@ -102,3 +102,37 @@ def consistency_penalty(ode, h0: torch.Tensor, u: torch.Tensor, h1: torch.Tensor
     num = (h1 - h_fine).to(dtype).square().sum()
     den = (h_fine - h0).detach().to(dtype).square().sum()
     return num / den.clamp_min(torch.finfo(dtype).tiny)
+
+
+# --------------------------------------------------------------------------- training-loop hooks
+def training_solver(model, cfg, step: int) -> Optional[SolverSpec]:
+    """The solver of training step ``step``: a random step count when ``cfg.ode_random_steps`` is
+    set (a hybrid only), else None (the model's own ``train_solver``)."""
+    choices = list(getattr(cfg, "ode_random_steps", None) or [])
+    if not choices or getattr(model, "ode", None) is None:
+        return None
+    return random_solver(model.config.train_solver, step, cfg.seed, choices)
+
+
+def capture_for(model, cfg):
+    """An :class:`ODECapture` of ``model.ode`` when the consistency penalty is on, else a no-op
+    context (which yields None)."""
+    from contextlib import nullcontext
+
+    if getattr(cfg, "ode_consistency", 0.0) > 0 and getattr(model, "ode", None) is not None:
+        return ODECapture(model.ode)
+    return nullcontext()
+
+
+def penalty_term(model, cfg, capture: Optional[ODECapture], share: float,
+                 solver: Optional[SolverSpec] = None) -> torch.Tensor | float:
+    """``λ · share · penalty`` for this micro-batch, or 0 when the penalty is off.
+
+    ``share`` is the micro-batch's fraction of the global batch times the world size, so that the
+    summed (and DDP-averaged) gradients are those of ``λ`` × the mean penalty over micro-batches.
+    """
+    if capture is None or not capture.captured:
+        return 0.0
+    coarse = solver or model.config.train_solver
+    penalty = consistency_penalty(model.ode, capture.h0, capture.u, capture.h1, fine_solver(coarse))
+    return cfg.ode_consistency * share * penalty

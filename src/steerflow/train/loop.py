@@ -37,6 +37,7 @@ from torch import nn
 from steerflow.errors import CheckpointError, ConfigError, DataError, SolverError
 from steerflow.train import checkpoint as ckpt
 from steerflow.train.config import TrainConfig
+from steerflow.train.consistency import capture_for, penalty_term, training_solver
 from steerflow.train.distributed import (DistContext, all_reduce_sum, any_rank, barrier, cleanup,
                                          init_distributed, wrap_ddp)
 from steerflow.train.metrics import (METRICS_FILE, GradientMonitor, MetricsWriter, grad_norms,
@@ -367,7 +368,7 @@ class Trainer:
             sync = i == len(parts) - 1 or not ctx.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
                 try:
-                    part = self._micro_step(xm, ym, um, n_global)
+                    part = self._micro_step(xm, ym, um, n_global, step)
                 except SolverError as exc:
                     if ctx.enabled:
                         raise
@@ -376,14 +377,19 @@ class Trainer:
         total = all_reduce_sum(loss_sum.reshape(1), ctx)
         return float(total) / n_global, x.numel() * ctx.world_size, None
 
-    def _micro_step(self, x, y, u, n_global: int) -> torch.Tensor:
+    def _micro_step(self, x, y, u, n_global: int, step: int = 0) -> torch.Tensor:
         device = self.ctx.device
-        with self._autocast():
-            logits, _ = self.model(x.to(device), None if u is None else u.to(device))  # (b, T, V)
+        solver = training_solver(self.raw, self.cfg, step)  # None: the model's train_solver
+        with self._autocast(), capture_for(self.raw, self.cfg) as capture:
+            logits, _ = self.model(x.to(device), None if u is None else u.to(device),
+                                   solver=solver)  # (b, T, V)
         # Σ CE over this micro-batch's targets; × W / N so DDP's mean over W ranks gives Σ/N
         loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(),
                                    ignore_index=-1, reduction="sum")
-        (loss_sum * (self.ctx.world_size / n_global)).backward()
+        share = x.shape[0] * self.ctx.world_size / self.cfg.batch_size
+        with self._autocast():
+            extra = penalty_term(self.raw, self.cfg, capture, share, solver)  # 0 unless ode_consistency
+        (loss_sum * (self.ctx.world_size / n_global) + extra).backward()
         return loss_sum.detach()
 
     def train_step(self, step: int) -> dict[str, Any]:
