@@ -284,8 +284,15 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
                           "trainer saves one with the model")
     if not steered.config.is_hybrid:
         raise ConfigError("eval steering needs a hybrid (ODE) checkpoint; this one is discrete")
+    _check_tokenizers(models)
     say = log or (lambda msg: None)
     results: dict[str, Any] = {"checkpoints": dict(models.names), "settings": _settings(cfg)}
+
+    # the judges first: a bad SST-2 file or judge spec fails before minutes of probing
+    say("training the SST-2 judge")
+    source_judges, accuracy = build_judges(source, cfg)
+    results["judge_dev_accuracy"] = accuracy[next(iter(accuracy))]
+    results["judges"] = {"names": [j.name for j in source_judges], "dev_accuracy": accuracy}
 
     say("probe and sweep")
     section = probe_section(steered, tok, cfg)
@@ -306,11 +313,6 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
         abl = probe_section(models.ablation, models.ablation.tokenizer, cfg)
         baselines["additive"] = {"probe": abl["table"], "sweep": abl["sweep"]}
         results["_sweeps"]["additive"] = abl["_sweep"]
-
-    say("training the SST-2 judge")
-    source_judges, accuracy = build_judges(source, cfg)
-    results["judge_dev_accuracy"] = accuracy[next(iter(accuracy))]
-    results["judges"] = {"names": [j.name for j in source_judges], "dev_accuracy": accuracy}
 
     run = _make_run(models, source, cfg, source_judges)
     results["prompts"] = run.prompts
@@ -334,6 +336,17 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     results["tradeoff"] = tradeoff(methods, reference)
     results["targets"] = target_checks(results)
     return results
+
+
+def _check_tokenizers(models: Models) -> None:
+    """The generating models must share one tokenizer: they decode the same prompt ids."""
+    ref = models.steered.tokenizer.content_hash()
+    for role in ("base", "ablation"):
+        model = getattr(models, role)
+        if model is not None and (model.tokenizer is None or model.tokenizer.content_hash() != ref):
+            raise ConfigError(f"the {role} checkpoint {models.names.get(role, '')} has another "
+                              f"tokenizer than the steered one; steering is compared on one "
+                              f"tokenizer (the --baseline scorer may differ)")
 
 
 def _ceiling(model, cfg: SteeringEvalConfig) -> dict[str, float]:
