@@ -41,7 +41,7 @@ def convergence_figure(path: Path, studies: dict[str, dict]) -> None:
                       label=f"{method}, u={u_label}: slope {slope}")
     ax.axhline(max(floors), color="grey", lw=0.8, ls=":", label="error floor (reference/roundoff)")
     ax.set_xlabel("steps N")
-    ax.set_ylabel("‖H_N(1) − H_ref(1)‖ / ‖H(1) − H(0)‖")
+    ax.set_ylabel("|H_N(1) - H_ref(1)| / |H(1) - H(0)|")
     ax.set_title("Convergence order of the ODE block (float64, dopri8 reference)")
     ax.legend(fontsize=6, ncol=1)
     _save(fig, path)
@@ -56,7 +56,7 @@ def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str) -> None
     for label, values in samples.items():
         ax.hist(values, bins=bins, alpha=0.5, label=label, density=True)
     ax.axvline(0.0, color="black", lw=0.8)
-    ax.set_xlabel("μ = λ_max((J + Jᵀ)/2) of α·F")
+    ax.set_xlabel("mu = lambda_max((J + J^T)/2) of alpha*F")
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=7)
@@ -73,16 +73,16 @@ def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
         ratio, bound = np.asarray(c["ratio"]), np.asarray(c["bound"])  # (K, P)
         axes[0].plot(taus, np.median(ratio, 1), color=color, label=f"{label}: measured (median)")
         axes[0].plot(taus, np.median(bound, 1), color=color, ls="--",
-                     label=f"{label}: exp(∫μ) (median)")
+                     label=f"{label}: exp(int mu) (median)")
         axes[1].plot(taus, (ratio / bound).max(1), color=color, label=f"{label}: max over tokens")
     axes[0].set_yscale("log")
-    axes[0].set_xlabel("τ")
-    axes[0].set_ylabel("‖δH(τ)‖ / ‖δH(0)‖")
+    axes[0].set_xlabel("tau")
+    axes[0].set_ylabel("|dH(tau)| / |dH(0)|")
     axes[0].set_title("Perturbation growth vs log-norm bound")
     axes[0].legend(fontsize=6)
     axes[1].axhline(1.0, color="black", lw=0.8)
-    axes[1].set_xlabel("τ")
-    axes[1].set_ylabel("measured / bound (≤ 1: bound holds)")
+    axes[1].set_xlabel("tau")
+    axes[1].set_ylabel("measured / bound (<= 1: bound holds)")
     axes[1].set_title("Bound check")
     axes[1].legend(fontsize=6)
     _save(fig, path)
@@ -99,9 +99,9 @@ def discrete_figure(path: Path, tables: dict[str, Sequence[dict]]) -> None:
         axes[0].set_xticks(x, [r["layer"] for r in rows], rotation=45, fontsize=7)
         cos = [r["cos_next_median"] for r in rows[:-1]]
         axes[1].bar(x[:-1], cos, width, label=label)
-        axes[1].set_xticks(x[:-1], [f"{a['layer']}→{b['layer']}" for a, b in zip(rows, rows[1:])],
+        axes[1].set_xticks(x[:-1], [f"{a['layer']}->{b['layer']}" for a, b in zip(rows, rows[1:])],
                            rotation=45, fontsize=7)
-    axes[0].set_ylabel("median ‖f_l(x)‖ / ‖x‖")
+    axes[0].set_ylabel("median |f_l(x)| / |x|")
     axes[0].set_title("Size of each residual update")
     axes[1].set_ylabel("median cos(f_l, f_{l+1})")
     axes[1].set_title("Alignment of consecutive updates")
@@ -118,12 +118,12 @@ def refinement_figure(path: Path, results: Sequence[dict]) -> None:
         n = np.asarray(r["eval_steps"])
         order = "n/a" if r["order"] is None else f"{r['order']:.2f}"
         axes[0].loglog(n[:-1], r["state_change"], marker="o",
-                       label=f"{r['basis']}: ‖H_N − H_2N‖, slope {order}")
+                       label=f"{r['basis']}: |H_N - H_2N|, slope {order}")
         axes[0].loglog(n[:-1], r["gap_to_finest"], marker="x", ls="--",
-                       label=f"{r['basis']}: ‖H_N − H_finest‖")
+                       label=f"{r['basis']}: |H_N - H_finest|")
         axes[1].semilogx(n, r["val_loss"], marker="o", label=f"{r['basis']} (trained at N={r['train_steps']})")
     axes[0].set_xlabel("Euler steps N")
-    axes[0].set_ylabel("relative to ‖H(1) − H(0)‖")
+    axes[0].set_ylabel("relative to |H(1) - H(0)|")
     axes[0].set_title("Hidden-state refinement")
     axes[1].set_xlabel("Euler steps N")
     axes[1].set_ylabel("validation loss")

@@ -106,7 +106,7 @@ class FlowConfig:
                              f"{self.ref_rtol}")
         if not 0 < self.eps < 1e-2:
             raise InputError(f"eps must be in (0, 1e-2) (a small perturbation), got {self.eps}")
-        if self.refinement and self.refinement_basis >= self.refinement_train_steps:
+        if self.refinement_basis >= self.refinement_train_steps:
             raise InputError(f"refinement_basis={self.refinement_basis} must be < "
                              f"refinement_train_steps={self.refinement_train_steps} (a smooth "
                              f"basis as large as the step count is N₀ independent layers)")
@@ -427,7 +427,7 @@ def write_outputs(out: Path, results: dict[str, Any], flow: dict[str, Any]) -> N
     figures.convergence_figure(out / "convergence.png", results["convergence"])
     figures.mu_histogram(out / "mu_hist.png", {f"u={k}": v.ravel() for k, v in
                                                flow["_mu_samples"].items()},
-                         f"Log-norm of α·F over tokens, τ and u ({flow['mu']['grouping']}s)")
+                         f"Log-norm of alpha*F over tokens, tau and u ({flow['mu']['grouping']}s)")
     figures.perturbation_figure(out / "perturbation.png", flow["_curves"])
     figures.discrete_figure(out / "discrete_layers.png", results["discrete"])
     if results.get("refinement"):

@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="local data folder (default: $STEERFLOW_DATA)")
     p.add_argument("--cache-dir", help="token cache (default: $STEERFLOW_CACHE or ~/.cache/steerflow)")
     p.add_argument("--controls", type=_floats, default=(-1.0, 0.0, 1.0),
-                   help="values of u, comma-separated (default: -1,0,1)")
+                   help="values of u, comma-separated; write --controls=-1,1 when the first "
+                        "is negative (default: -1,0,1)")
     p.add_argument("--methods", type=_methods, default=("euler", "midpoint", "rk4"),
                    help="fixed-step methods (default: euler,midpoint,rk4)")
     p.add_argument("--steps", type=_ints, default=(1, 2, 4, 8, 16, 32, 64),
@@ -66,6 +67,8 @@ def add_parser(sub) -> None:
                    help="Euler steps N₀ the depth models are trained with (8)")
     p.add_argument("--refinement-basis", type=int, default=3,
                    help="Legendre polynomials of the smooth depth model (3, < N₀)")
+    p.add_argument("--refinement-width", type=int, default=64,
+                   help="width of the depth-refinement models (64)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance, loss_batches=args.loss_batches, refinement=args.refinement,
         refinement_iters=args.refinement_iters,
         refinement_train_steps=args.refinement_train_steps,
-        refinement_basis=args.refinement_basis, seed=args.seed, device=args.device)
+        refinement_basis=args.refinement_basis, refinement_width=args.refinement_width,
+        seed=args.seed, device=args.device)
     results = run_flow(cfg, progress=not (args.quiet or args.json))
     if args.json:
         print_json(_public(results))
