@@ -15,11 +15,12 @@ from steerflow.eval.invariance import control_batch, ode_input
 from steerflow.eval.probe import (
     ProbeSettings, count_nfe, count_nfe_per_example, depth_features, encode_sentences,
     format_report, growth_exponent, probe_accuracy, run_probe, solver_agreement, write_figures)
+from steerflow.model.vector_fields import VectorField
 
 WORDS = "the a movie film was is plot story very quite".split()
 
 
-class CountingField(nn.Module):
+class CountingField(VectorField):
     """Wraps a vector field and counts its calls."""
 
     def __init__(self, inner: nn.Module) -> None:

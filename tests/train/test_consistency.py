@@ -9,16 +9,15 @@ from torch import nn
 from steerflow.config import SolverSpec
 from steerflow.errors import ConfigError
 from steerflow.eval.invariance import control_batch, displacement_divergence, ode_input
+from steerflow.model.vector_fields import VectorField
 from steerflow.train.consistency import (
     ODECapture, consistency_penalty, fine_solver, random_solver)
 
 EULER4 = SolverSpec(method="euler", steps=4, adjoint=False)
 
 
-class TimeField(nn.Module):
+class TimeField(VectorField):
     """``F(τ) = b τ``: rk4 is exact, n Euler steps miss ΔH = b/2 by b/(2n)."""
-
-    position_wise = True
 
     def __init__(self, b: torch.Tensor) -> None:
         super().__init__()

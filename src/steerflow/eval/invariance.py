@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -324,7 +324,12 @@ def run_invariance(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     work = [(x, y, u) for x, y in batches for u in settings.controls]
     for x, y, u in tqdm(work, desc="invariance", disable=not progress, leave=False):
         _compare_batch(model, model64, x, y, u, settings, cands, meters, main[u], failures)
-    return _report(settings, train_solver, cands, meters, main, failures, model, batches)
+    result = _report(settings, train_solver, cands, meters, main, failures, model, batches)
+    if model.tokenizer is not None:
+        result["steering_probe"] = steering_probe_by_solver(
+            model, {"train": train_solver, "reference": settings.reference}, settings.controls,
+            settings.axis)
+    return result
 
 
 def _compare_batch(model, model64, x, y, u: float, settings: InvarianceSettings,
@@ -352,6 +357,28 @@ def _compare_batch(model, model64, x, y, u: float, settings: InvarianceSettings,
         meters[(cand.name, u)].update(out.h1, truth.h1, h0_64, out.logits, truth.logits, y, out.nfe)
         if cand.name == "train":
             main.update(out.h1, ref32.h1, h0, out.logits, ref32.logits, y, out.nfe)
+
+
+def steering_probe_by_solver(model, solvers: dict[str, SolverSpec], controls: Sequence[float],
+                             axis: int = 0) -> list[dict[str, Any]]:
+    """Paper 1's steering probe (P(" good") and P(" bad") after "The movie was") under each solver.
+
+    Steering learned with one solver should survive a change of solver; a large gap between the
+    rows of the training solver and of dopri5 is the same finding as a large displacement
+    divergence, read at the output the paper reports.
+    """
+    from steerflow.steer.probe import PROBE_PROMPT, PROBE_WORDS, word_log_probs
+
+    tokenizer = require_tokenizer(model)
+    rows = []
+    for name, spec in solvers.items():
+        logp = word_log_probs(model, tokenizer, PROBE_PROMPT, PROBE_WORDS, list(controls),
+                              axis=axis, solver=plain_solver(spec))  # (n_u, 2)
+        for u, (good, bad) in zip(controls, logp.tolist()):
+            p_good, p_bad = math.exp(good), math.exp(bad)
+            rows.append({"solver": name, "spec": spec.describe(), "u": u, "p_good": p_good,
+                         "p_bad": p_bad, "share_good": p_good / (p_good + p_bad)})
+    return rows
 
 
 # --------------------------------------------------------------------------- the report
@@ -478,6 +505,12 @@ def format_report(result: dict[str, Any]) -> str:
                              _pct(r["displacement_divergence"]), _fmt(r.get("kl"), "kl"),
                              _pct(r.get("top1_agreement")), _fmt(r.get("loss_diff"), "loss"))
                             for r in result["steps_sweep"]]), ""]
+    if result.get("steering_probe"):
+        lines += ['Steering probe, next word after "The movie was" (paper: u=+1 → P(good) 98.0%, '
+                  'u=−1 → P(bad) 88.1%):', ""]
+        lines += [format_table(["solver", "u", "P(good)", "P(bad)", "good / (good + bad)"],
+                               [(r["spec"], f"{r['u']:+g}", _pct(r["p_good"]), _pct(r["p_bad"]),
+                                 _pct(r["share_good"])) for r in result["steering_probe"]]), ""]
     orders = ", ".join(f"u={u}: {o:.2f}" if o is not None else f"u={u}: n/a"
                        for u, o in result["steps_convergence_order"].items())
     lines.append(f"Fitted convergence order of the displacement error over steps: {orders}")
