@@ -62,7 +62,7 @@ def test_penalty_is_the_squared_displacement_divergence(make_tiny_model):
     with torch.no_grad():
         h0 = ode_input(model, x)
         h1 = model.ode(h0, u, EULER4)
-        penalty = consistency_penalty(model.ode, h0, u, h1, fine)
+        penalty = consistency_penalty(model.ode, h0, u, EULER4, fine)
         assert model.ode.last_stats.solver == "euler, 4 steps"  # the fine solve keeps the stats
         expected = displacement_divergence(h1, model.ode(h0, u, fine), h0) ** 2
     assert float(penalty) == pytest.approx(expected, rel=1e-9)
@@ -76,7 +76,7 @@ def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
     h0 = ode_input(model, x).detach()
     for n in (1, 4):
         coarse = SolverSpec(method="euler", steps=n)
-        penalty = consistency_penalty(model.ode, h0, u, model.ode(h0, u, coarse), fine_solver(coarse))
+        penalty = consistency_penalty(model.ode, h0, u, coarse, fine_solver(coarse))
         # rk4 integrates bτ exactly; Euler misses by b/(2n) of ΔH = b/2 at every token
         assert float(penalty.detach()) == pytest.approx(1 / n**2, rel=1e-9)
         penalty.backward()
@@ -84,21 +84,25 @@ def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
 
 
 def test_minimising_the_penalty_makes_euler_agree_with_rk4(make_tiny_model):
+    """The training solver asks for the adjoint, but the penalty must backpropagate through the
+    steps: the adjoint's gradient is the exact flow's, blind to the discretisation gap (with it the
+    penalty stalls after a ~5× drop; by backpropagation it falls ~70× in these 30 steps)."""
     model = make_tiny_model()
     x = torch.randint(0, 512, (4, 8))
     u = control_batch(model, 1.0, 4)
     with torch.no_grad():
         h0 = ode_input(model, x)
-    fine = fine_solver(EULER4)
+    coarse = EULER4.replace(adjoint=True)
+    fine = fine_solver(coarse)
     opt = torch.optim.Adam(model.ode.parameters(), lr=1e-2)
     values = []
     for _ in range(30):
         opt.zero_grad()
-        penalty = consistency_penalty(model.ode, h0, u, model.ode(h0, u, EULER4), fine)
+        penalty = consistency_penalty(model.ode, h0, u, coarse, fine)
         penalty.backward()
         opt.step()
         values.append(float(penalty.detach()))
-    assert values[-1] < 0.25 * values[0]  # a usable objective: 30 Adam steps cut it 4-fold
+    assert values[-1] < 0.05 * values[0]  # a factor 20: between the two behaviours above
 
 
 def test_training_loop_uses_both_options(make_cfg):
