@@ -36,8 +36,8 @@ PAPER: dict[str, Any] = {
 VAL_LOSS_TOLERANCE = 0.02
 
 
-def machine_description() -> dict[str, Any]:
-    """CPU model, core count, OS, Python and torch versions: where a number was measured."""
+def machine_description(threads: Optional[int] = None) -> dict[str, Any]:
+    """CPU model, core count, OS, Python and torch versions (and the torch threads a run used)."""
     import torch
 
     cpu = platform.processor() or "unknown CPU"
@@ -51,7 +51,7 @@ def machine_description() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": threads or torch.get_num_threads()}
 
 
 def _run_is_done(cfg: TrainConfig) -> bool:
@@ -104,6 +104,7 @@ def model_stats(summary: dict[str, Any], metrics_path: Path) -> dict[str, Any]:
         "exploding_steps": summary["exploding_steps"],
         "skipped_steps": summary["nonfinite_steps"],
         "train_seconds": summary["seconds"],
+        "cpu_s_per_step": mean_std(r.get("cpu_s") for r in train)[0],
     }
     if summary.get("alpha_end") is not None:
         ode_mean, ode_std = mean_std(r["ode_grad_norm"] for r in train)
@@ -151,7 +152,7 @@ def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
         "tokenizer": saved.tokenizer,
         "model_overrides": base.model_overrides,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_description(),
+        "machine": machine_description(base.threads),
         "command": command or "steerflow.train.experiment.run_gradient_stability (Python API)",
         **stats,
         "comparison": compare(stats),
@@ -215,8 +216,10 @@ def format_table(results: dict[str, Any]) -> str:
         ("α (start → end)", "—", _alpha(h), "—", _alpha(ph)),
         ("vanishing / exploding steps", f"{b['vanishing_steps']} / {b['exploding_steps']}",
          f"{h['vanishing_steps']} / {h['exploding_steps']}", "0 / 0", "0 / 0"),
-        ("training time (s)", _fmt(b["train_seconds"], ".0f"), _fmt(h["train_seconds"], ".0f"),
-         "—", "—"),
+        ("wall time incl. evaluation (s)", _fmt(b["train_seconds"], ".0f"),
+         _fmt(h["train_seconds"], ".0f"), "—", "—"),
+        ("CPU seconds per training step", _fmt(b["cpu_s_per_step"], ".2f"),
+         _fmt(h["cpu_s_per_step"], ".2f"), "—", "—"),
     ]
     c = results["comparison"]
     m = results["machine"]

@@ -248,6 +248,10 @@ class Trainer:
         if model is not None and getattr(model, "tokenizer", None) is not None:
             return model.tokenizer
         if cfg.init_from:
+            if Path(cfg.init_from).is_dir():  # a folder that is no checkpoint (pickles only) says so
+                from steerflow.model.hub import read_config
+
+                read_config(cfg.init_from)
             if (Path(cfg.init_from) / "tokenizer.json").is_file():
                 return Tokenizer.load(cfg.init_from)
             if cfg.task == "steer":
@@ -394,7 +398,7 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One optimizer step at 0-based ``step``; returns its metrics record."""
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         lr = self.optimizer.param_groups[0]["lr"]
         loss, tokens, failure = self._backward_batch(step)
         norms = grad_norms(self.raw)
@@ -419,6 +423,7 @@ class Trainer:
                 "nfe_forward": stats.nfe_forward if stats else None,
                 "nfe_backward": stats.nfe_backward if stats else None,
                 "tokens_per_s": tokens / dt if dt > 0 else None, "time_s": dt,
+                "cpu_s": time.process_time() - cpu0,
                 "vanishing": event.vanishing, "exploding": event.exploding,
                 "skipped": nonfinite, "event": event.reason or None}
 
