@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="tokens per sequence (default: min(128, context length))")
     p.add_argument("--reps", type=_positive_int, default=None,
-                   help="timed rounds per latency/solver benchmark (default 7, quick 5)")
+                   help="timed rounds of the latency, solver and generation benchmarks "
+                        "(default 7, 7, 5; quick 5, 5, 3)")
     p.add_argument("--only", type=_benchmark_list, default=None,
                    help="comma-separated subset of: latency,generate,train,memory,mfu,solver")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -70,7 +71,7 @@ def _options(args: argparse.Namespace):
     if args.config:
         overrides["config"] = args.config
     if args.reps:
-        overrides["reps"] = args.reps
+        overrides["reps"] = overrides["gen_reps"] = args.reps
     if not args.device.startswith(("cpu", "cuda")):
         raise InputError(f"--device must be cpu or cuda[:N], got {args.device!r}")
     if args.quick:

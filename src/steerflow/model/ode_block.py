@@ -52,21 +52,26 @@ class ODESolution:
         return self.states[-1]
 
 
-class _Dynamics(nn.Module):
+class _Dynamics:
     """``(τ, H) ↦ α·F(H, τ, u)`` for one solve: binds u, counts evaluations, enforces max NFE.
 
     torchdiffeq calls ``callback_accept_step`` / ``callback_reject_step`` (and their ``_adjoint``
-    twins during the adjoint pass) on adaptive solvers; we count them.
+    twins during the adjoint pass) on adaptive solvers; we count them. A plain callable, not an
+    ``nn.Module``: one is built per solve, and a module's construction and call machinery cost
+    more than a one-token solve during generation (torchdiffeq takes any callable; the adjoint
+    gets its parameters explicitly).
     """
 
     def __init__(self, block: "ODEBlock", u: torch.Tensor, spec: SolverSpec, stats: SolveStats,
                  caches: Optional[Sequence[KVCache]] = None) -> None:
-        super().__init__()
         self.block = block
         self.u = u
         self.spec = spec
         self.stats = stats
         self.caches = caches
+
+    def __call__(self, tau: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.forward(tau, h)
 
     def forward(self, tau: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         stats = self.stats
