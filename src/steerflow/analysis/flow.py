@@ -314,75 +314,86 @@ def _u_label(u: float) -> str:
 
 
 # ---------------------------------------------------------------------------- the run
+@dataclass
+class FlowInputs:
+    """The loaded models (and float64 copies), token arrays, analysed windows and H(0)."""
+
+    model: Any
+    model64: Any
+    baseline: Optional[Any]
+    compare: Optional[Any]
+    tokens: dict[str, np.ndarray]
+    idx: torch.Tensor
+    h0: torch.Tensor
+
+
+def load_inputs(cfg: FlowConfig, progress: bool) -> FlowInputs:
+    """Load the checkpoints (checked for a shared tokenizer) and the validation windows."""
+    model = load_hybrid(cfg.checkpoint, cfg.device, "CKPT")
+    baseline = _load_any(cfg.baseline, cfg.device) if cfg.baseline else None
+    compare = load_hybrid(cfg.compare, cfg.device, "--compare") if cfg.compare else None
+    for label, other in (("--baseline", baseline), ("--compare", compare)):
+        _check_same_tokenizer(model, other, label)
+    tokens = validation_tokens(model.tokenizer, cfg.data_dir, cfg.cache_dir, progress)
+    idx = first_batch(tokens["valid"], cfg.batch_size, model.config.block_size).to(cfg.device)
+    model64 = copy.deepcopy(model).double()
+    return FlowInputs(model, model64, baseline, compare, tokens, idx, ode_input(model64, idx))
+
+
+def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig) -> dict[str, Any]:
+    """Profiles of the checkpoint (and --compare model) and the contractive comparison."""
+    profiles = {"checkpoint": model_profile(inputs.model, inputs.model64, inputs.h0,
+                                            inputs.tokens["valid"], cfg, flow)}
+    if inputs.compare is not None:
+        compare64 = copy.deepcopy(inputs.compare).double()
+        profiles["compare"] = model_profile(inputs.compare, compare64,
+                                            ode_input(compare64, inputs.idx),
+                                            inputs.tokens["valid"], cfg)
+    return {"profiles": profiles, "contractive": contractive_part(profiles)}
+
+
 def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
     """Run every analysis, write results.json, report.md and figures into ``cfg.out``."""
     from tqdm.auto import tqdm
 
-    stages = 5 + bool(cfg.baseline) + bool(cfg.compare) + bool(cfg.refinement)
-    bar = tqdm(total=stages, desc="analyze flow", disable=not progress, leave=False)
+    bar = tqdm(total=6 + bool(cfg.refinement), desc="analyze flow", disable=not progress,
+               leave=False)
 
     def stage(text: str) -> None:
         bar.set_description(f"analyze flow: {text}")
+        bar.update()
 
-    stage("loading")
-    model = load_hybrid(cfg.checkpoint, cfg.device, "CKPT")
-    others = {}
-    if cfg.baseline:
-        others["baseline"] = _load_any(cfg.baseline, cfg.device)
-    compare = load_hybrid(cfg.compare, cfg.device, "--compare") if cfg.compare else None
-    tokens = validation_tokens(model.tokenizer, cfg.data_dir, cfg.cache_dir, progress)
-    for label, other in [("--baseline", others.get("baseline")), ("--compare", compare)]:
-        _check_same_tokenizer(model, other, label)
-    idx = first_batch(tokens["valid"], cfg.batch_size, model.config.block_size).to(cfg.device)
-    model64 = copy.deepcopy(model).double()
-    h0 = ode_input(model64, idx)
-    bar.update()
-
+    inputs = load_inputs(cfg, progress)
+    model = inputs.model
     results: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "config": jsonable(asdict(cfg)),
                                "model": {"field": model.config.field,
                                          "alpha": float(model.ode.alpha.detach().mean()),
                                          "ode_span": list(model.config.ode_span)},
-                               "tokens_analysed": int(idx.numel()), "notes": []}
+                               "tokens_analysed": int(inputs.idx.numel()), "notes": []}
     stage("convergence order")
-    results.update(convergence_part(model64, h0, cfg))
-    bar.update()
+    results.update(convergence_part(inputs.model64, inputs.h0, cfg))
     stage("log-norms and perturbations")
-    flow = flow_part(model64, h0, cfg)
-    bar.update()
+    flow = flow_part(inputs.model64, inputs.h0, cfg)
     results.update({k: v for k, v in flow.items() if not k.startswith("_")})
-
     stage("discrete layers")
-    discrete_models = {"checkpoint": model64}
-    if cfg.baseline:
-        discrete_models["baseline"] = copy.deepcopy(others["baseline"]).double()
-    results["discrete"] = discrete_part(discrete_models, idx, cfg)
-    bar.update()
-
-    profiles = {"checkpoint": model_profile(model, model64, h0, tokens["valid"], cfg, flow)}
-    if compare is not None:
-        stage("comparison model")
-        compare64 = copy.deepcopy(compare).double()
-        profiles["compare"] = model_profile(compare, compare64, ode_input(compare64, idx),
-                                            tokens["valid"], cfg)
-        bar.update()
-    if cfg.baseline:
-        results["baseline_val_loss"] = validation_loss(others["baseline"], tokens["valid"],
+    discrete_models = {"checkpoint": inputs.model64}
+    if inputs.baseline is not None:
+        discrete_models["baseline"] = copy.deepcopy(inputs.baseline).double()
+        results["baseline_val_loss"] = validation_loss(inputs.baseline, inputs.tokens["valid"],
                                                        cfg.loss_batches)
-        bar.update()
-    results["profiles"] = profiles
-    results["contractive"] = contractive_part(profiles)
+    results["discrete"] = discrete_part(discrete_models, inputs.idx, cfg)
+    stage("model comparison")
+    results.update(comparison(inputs, flow, cfg))
     if results["contractive"] is None:
         results["notes"].append("no contractive comparison: pass --compare CKPT where exactly one "
                                 "of the two models uses field=contractive")
+    results["refinement"] = None
     if cfg.refinement:
-        results["refinement"] = refinement_part(tokens, model.config.vocab_size,
-                                                model.config.block_size, cfg, stage)
-        bar.update()
-    else:
-        results["refinement"] = None
+        stage("depth refinement")
+        results["refinement"] = refinement_part(inputs.tokens, model.config.vocab_size,
+                                                model.config.block_size, cfg, bar.set_description)
     stage("writing")
     write_outputs(Path(cfg.out), results, flow)
-    bar.update()
     bar.close()
     return results
 
