@@ -241,7 +241,7 @@ def format_table(results: dict[str, Any]) -> str:
         "",
         f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores"
         f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, "
-        f"{m['torch_threads']} threads.",
+        f"torch threads: {m['torch_threads']}.",
         f"Command: `{results['command']}`",
         "",
     ]
