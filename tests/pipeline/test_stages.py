@@ -61,3 +61,20 @@ def test_stale_corrupt_or_incomplete_records_are_rerun(tmp_path):
     calls.clear()
     StageRunner(tmp_path, make_stages(calls), {"k": 2}, log=quiet).run()  # settings changed
     assert calls == ["a", "b", "c"]
+
+
+def test_a_changed_setting_reruns_the_first_stage_using_it_and_every_later_one(tmp_path):
+    def stages(calls):
+        made = make_stages(calls)
+        made[0].settings, made[1].settings, made[2].settings = ["a_opt"], ["b_opt"], ["c_opt"]
+        return made
+
+    calls = []
+    base = {"a_opt": 1, "b_opt": 1, "c_opt": 1}
+    StageRunner(tmp_path, stages(calls), base, log=quiet).run()
+    calls.clear()
+    StageRunner(tmp_path, stages(calls), {**base, "c_opt": 2}, log=quiet).run()
+    assert calls == ["c"]
+    calls.clear()
+    StageRunner(tmp_path, stages(calls), {**base, "b_opt": 2, "c_opt": 2}, log=quiet).run()
+    assert calls == ["b", "c"]

@@ -49,6 +49,10 @@ class RunSettings:
     probe_examples: int = 8
     probe_sentences: int = 400
     flow_batch_size: int = 2
+    flow_lanczos_iters: int = 16
+    flow_grid_points: int = 9
+    flow_traj_steps: int = 32
+    flow_loss_batches: int = 5
     flow_refinement_iters: int = 150
     contractive_steps: Optional[int] = None
     bench_quick: bool = True
@@ -63,17 +67,20 @@ class RunSettings:
 
 SCALES: dict[str, RunSettings] = {
     # CI smoke run: seconds per stage
-    "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze", steer_steps=30,
-                        steer_batch_size=16, eval_prompts=4, eval_samples=2, eval_new_tokens=8,
-                        sweep_points=5, invariance_batches=1, probe_examples=2,
-                        probe_sentences=60),
+    "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze",
+                        steer_steps=30, steer_batch_size=16, eval_prompts=4, eval_samples=2,
+                        eval_new_tokens=8, sweep_points=5, invariance_batches=1, probe_examples=2,
+                        probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
+                        flow_grid_points=3, flow_traj_steps=8, flow_loss_batches=2,
+                        flow_refinement_iters=20),
     # the README's main job: about 10 minutes on 2 CPU cores
     "small": RunSettings(config="small"),
     # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
     "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
                          eval_samples=4, invariance_batches=8, probe_batches=4,
                          probe_examples=32, probe_sentences=872, flow_batch_size=8,
-                         flow_refinement_iters=600, bench_quick=False),
+                         flow_lanczos_iters=32, flow_grid_points=17, flow_traj_steps=64,
+                         flow_loss_batches=10, flow_refinement_iters=600, bench_quick=False),
 }
 
 
@@ -279,7 +286,10 @@ def stage_flow(s: RunSettings, env: Environment):
                          baseline=str(ctx.out_dir / PATHS.baseline),
                          compare=str(ctx.out_dir / PATHS.contractive),
                          data_dir=env.data_dir, cache_dir=env.cache_dir,
-                         batch_size=s.flow_batch_size, refinement_iters=s.flow_refinement_iters,
+                         batch_size=s.flow_batch_size, lanczos_iters=s.flow_lanczos_iters,
+                         grid_points=s.flow_grid_points, traj_steps=s.flow_traj_steps,
+                         loss_batches=s.flow_loss_batches,
+                         refinement_iters=s.flow_refinement_iters,
                          seed=s.seed, device=_device(env))
         return jsonable(run_flow(cfg, progress=not env.quiet))
     return run
@@ -310,34 +320,45 @@ def stage_bench(s: RunSettings, env: Environment):
 
 
 def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
-    """The stages of one run, with duration estimates (seconds on 2 CPU cores) for the ETA."""
+    """The stages of one run, with duration estimates (seconds on 2 CPU cores) for the ETA.
+
+    Training stages come first: a changed evaluation setting re-runs only the evaluations.
+    """
     small = s.config in ("tiny", "small")
     scale = {"tiny": 0.1, "small": 1.0}.get(s.config, 20.0)
-    stages = [
+    lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches", "seed"]
+    return [
         Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
-              stage_lm(s, env), 240 * scale,
+              stage_lm(s, env), 240 * scale, settings=lm_settings,
               outputs=[f"{PATHS.baseline}/model.safetensors", f"{PATHS.hybrid}/model.safetensors",
                        f"{PATHS.lm}/results.json"]),
+        Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
+              stage_contractive(s, env), 120 * scale, settings=["contractive_steps"],
+              outputs=[f"{PATHS.contractive}/model.safetensors"]),
         Stage("steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
-              90 * scale, outputs=[f"{PATHS.steered}/model.safetensors"]),
+              90 * scale, settings=["steer_data", "steer_steps", "steer_batch_size", "steer_lr"],
+              outputs=[f"{PATHS.steered}/model.safetensors"]),
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
-              5 * scale),
+              5 * scale, settings=["eval_new_tokens"]),
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
               stage_steering_eval(s, env), 120 * scale,
+              settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
-              30 * scale, outputs=[f"{PATHS.invariance}/results.json"]),
+              30 * scale, settings=["invariance_batches"],
+              outputs=[f"{PATHS.invariance}/results.json"]),
         Stage("probe", "solver probing: NFE vs u and tolerance, linear probes",
-              stage_probe(s, env), 40 * scale, outputs=[f"{PATHS.probe}/results.json"]),
-        Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
-              stage_contractive(s, env), 120 * scale,
-              outputs=[f"{PATHS.contractive}/model.safetensors"]),
+              stage_probe(s, env), 40 * scale,
+              settings=["probe_batches", "probe_examples", "probe_sentences"],
+              outputs=[f"{PATHS.probe}/results.json"]),
         Stage("flow", "flow analysis: convergence order, log-norms, perturbations (paper 2)",
-              stage_flow(s, env), 60 * scale, outputs=[f"{PATHS.flow}/results.json"]),
+              stage_flow(s, env), 60 * scale,
+              settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("flow_")],
+              outputs=[f"{PATHS.flow}/results.json"]),
         Stage("bench", "benchmark hybrid vs baseline (paper Exp. 4)", stage_bench(s, env),
-              45 if small else 600, outputs=[f"{PATHS.bench}/results.json"]),
+              45 if small else 600, settings=["bench_quick"],
+              outputs=[f"{PATHS.bench}/results.json"]),
     ]
-    return stages
 
 
 def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Environment()

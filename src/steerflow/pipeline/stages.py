@@ -31,6 +31,9 @@ class Stage:
             results by name.
         estimate_s: expected duration on the reference machine, for the overall ETA.
         outputs: paths (relative to the run folder) that must exist for a record to be reused.
+        settings: the setting names this stage depends on (None: all of them). A stage's
+            fingerprint covers these and the fingerprint of the stage before it, so changing a
+            setting re-runs the first stage that uses it and everything after it.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Stage:
     run: Callable[["StageContext"], dict]
     estimate_s: float = 10.0
     outputs: Sequence[str] = ()
+    settings: Optional[Sequence[str]] = None
 
 
 @dataclass
@@ -62,7 +66,12 @@ class StageRunner:
         self.out_dir = Path(out_dir)
         self.stages = list(stages)
         self.context = StageContext(self.out_dir, settings)
-        self.fingerprint = fingerprint(settings)
+        self.fingerprints: dict[str, str] = {}
+        chain = ""
+        for stage in self.stages:
+            used = settings if stage.settings is None else {k: settings[k] for k in stage.settings}
+            chain = fingerprint({"previous": chain, "stage": stage.name, "settings": used})
+            self.fingerprints[stage.name] = chain
         self.log = log
         self.reused: list[str] = []
         self.ran: list[str] = []
@@ -81,7 +90,7 @@ class StageRunner:
             return None
         if not isinstance(record, dict) or record.get("status") != "done":
             return None
-        if record.get("fingerprint") != self.fingerprint:
+        if record.get("fingerprint") != self.fingerprints[stage.name]:
             return None
         if not all((self.out_dir / p).exists() for p in stage.outputs):
             return None
@@ -109,7 +118,8 @@ class StageRunner:
             start = time.perf_counter()
             result = stage.run(self.context)
             elapsed = time.perf_counter() - start
-            record = {"status": "done", "fingerprint": self.fingerprint, "elapsed_s": elapsed,
+            record = {"status": "done", "fingerprint": self.fingerprints[stage.name],
+                      "elapsed_s": elapsed,
                       "result": result}
             atomic_write_text(self.record_path(stage), json.dumps(record, indent=2, default=str))
             self.context.results[stage.name] = result
