@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -32,16 +33,16 @@ def curve(run: str | Path, key: str = "loss") -> list[tuple[int, float]]:
 
 
 class SignalAt:
-    """A batch source that sends this process SIGINT while fetching the batch of ``step``."""
+    """A batch source that sends this process ``signum`` while fetching the batch of ``step``."""
 
-    def __init__(self, inner, step: int) -> None:
-        self.inner, self.step = inner, step
+    def __init__(self, inner, step: int, signum: int) -> None:
+        self.inner, self.step, self.signum = inner, step, signum
         self.eval_splits = inner.eval_splits
         self.tokens_per_word = inner.tokens_per_word
 
     def train_batch(self, step, batch_size, rank=0, world_size=1):
         if step == self.step:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(self.signum)
         return self.inner.train_batch(step, batch_size, rank, world_size)
 
     def eval_batches(self, split, batch_size):
@@ -55,11 +56,12 @@ def lm_source(cfg: TrainConfig) -> LMBatchSource:
     return LMBatchSource(prepared, cfg.model_config().block_size, cfg.seed)
 
 
-def test_sigint_saves_and_resume_is_bit_exact(make_cfg):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_is_bit_exact(make_cfg, signum):
     full = make_cfg("full", steps=10, save_every=3)
     train(full)
     cut = make_cfg("cut", steps=10, save_every=3)
-    first = train(cut, batch_source=SignalAt(lm_source(cut), step=4))
+    first = train(cut, batch_source=SignalAt(lm_source(cut), step=4, signum=signum))
     # the signal arrives during step 5 (0-based 4): the step finishes, is saved, and the run stops
     assert first.interrupted and first.step == 5
     assert [r.step for r in ckpt.list_checkpoints(cut.out_dir)] == [3, 5]

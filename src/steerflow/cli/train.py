@@ -79,7 +79,8 @@ def add_parser(sub) -> None:
         run.add_argument(flag, type=kind, help=text)
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--dtype", choices=["float32", "bfloat16"], help="autocast dtype")
-    run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the model (graph breaks at torchdiffeq; pays off on GPU)")
     run.add_argument("--vanish-floor", type=float, help="vanishing-gradient floor (1e-6)")
     run.add_argument("--explode-factor", type=float,
                      help="exploding = grad norm above this × running median (10)")
