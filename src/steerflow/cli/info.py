@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         source = str(args.checkpoint)
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = SteerFlowGPT(config)
+    if args.checkpoint:
+        check_weights_header(args.checkpoint, model)
     counts = model.param_counts()
     info = {
         "source": source,
@@ -64,3 +66,41 @@ def run(args: argparse.Namespace) -> int:
     print(f"total {counts.total:,} | ODE block {counts.ode:,} | embeddings "
           f"{counts.embeddings:,} | LM head {counts.head:,}")
     return 0
+
+
+def check_weights_header(directory, model) -> None:
+    """Check that ``model.safetensors`` is complete and has ``model``'s shapes, reading only its
+    header (no tensor data), so ``info`` reports on a checkpoint that would actually load.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not safetensors, or a tensor is missing,
+            unexpected or of another shape (the message names the file).
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    from steerflow.errors import CheckpointError
+    from steerflow.model.hub import CONFIG_NAME, WEIGHTS_NAME
+
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
+    aliases: dict[int, list[str]] = {}  # tied parameters are stored once, under either name
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        aliases.setdefault(id(tensor), []).append(name)
+    expected = {name: tuple(model.state_dict(keep_vars=True)[name].shape)
+                for names in aliases.values() for name in names}
+    missing = [names[0] for names in aliases.values() if not any(n in stored for n in names)]
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = [f"{k} {stored[k]} vs {expected[k]}" for k in sorted(stored) if k in expected
+             and stored[k] != expected[k]]
+    if missing or unexpected or wrong:
+        detail = (f"size mismatch {wrong[:2]}" if wrong else
+                  f"missing {sorted(missing)[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(f"{weights}: weights do not match {CONFIG_NAME} ({detail})")

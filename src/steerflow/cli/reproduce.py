@@ -25,10 +25,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from steerflow.cli.common import eprint
     from steerflow.cli.demo import environment, finish
+    from steerflow.data import resolve_data_source
     from steerflow.pipeline.demo import SCALES, run_pipeline
     from steerflow.pipeline.estimate import estimate_seconds
 
     settings, env = SCALES[args.scale], environment(args)
+    resolve_data_source(env.data_dir)  # bad data fails at once, not after the estimate's timing run
     estimate = estimate_seconds(settings, env)
     if not args.quiet:
         eprint(f"estimated duration on this machine: {estimate['total_s'] / 60:.0f} min "
