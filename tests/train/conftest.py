@@ -27,6 +27,18 @@ def _lines(n: int, seed: int) -> str:
                    for _ in range(n))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: tiny models gain nothing from two, and on a busy 2-core machine
+    OpenMP threads that spin-wait for each other make a tiny step 100× slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """A data folder with generated WikiText-2 splits (train ~30k characters)."""
