@@ -55,7 +55,7 @@ def test_euler_refinement_converges_at_first_order():
     with torch.no_grad():
         for lin in model.field.linears():
             lin.weight.mul_(3.0)  # strong enough for a visible Euler error, mild enough for N ≥ 4
-    losses, change, gap, order = evaluate_refinement(model, _batches(50), [4, 8, 16, 32, 64])
+    losses, change, gap, order, _ = evaluate_refinement(model, _batches(50), [4, 8, 16, 32, 64])
     assert order == pytest.approx(-1.0, abs=0.2)
     assert all(a > b for a, b in zip(gap, gap[1:]))
     assert depth_roughness(model, 4) == 0.0  # one basis function: the same weights at every τ

@@ -75,38 +75,42 @@ def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
         axes[0].plot(taus, np.median(bound, 1), color=color, ls="--",
                      label=f"{label}: exp(int mu) (median)")
         axes[1].plot(taus, (ratio / bound).max(1), color=color, label=f"{label}: max over tokens")
-    axes[0].set_yscale("log")
+    spread = max(max(np.asarray(c["bound"]).max(), np.asarray(c["ratio"]).max())
+                 / min(np.asarray(c["bound"]).min(), np.asarray(c["ratio"]).min())
+                 for c in curves.values())
+    if spread > 10:  # log scale only when the curves span more than a decade
+        axes[0].set_yscale("log")
     axes[0].set_xlabel("tau")
     axes[0].set_ylabel("|dH(tau)| / |dH(0)|")
     axes[0].set_title("Perturbation growth vs log-norm bound")
     axes[0].legend(fontsize=6)
     axes[1].axhline(1.0, color="black", lw=0.8)
     axes[1].set_xlabel("tau")
-    axes[1].set_ylabel("measured / bound (<= 1: bound holds)")
-    axes[1].set_title("Bound check")
+    axes[1].set_ylabel("measured / bound")
+    axes[1].set_title("Bound check (<= 1: the bound holds)")
     axes[1].legend(fontsize=6)
     _save(fig, path)
 
 
 def discrete_figure(path: Path, tables: dict[str, Sequence[dict]]) -> None:
-    """Per-layer ‖f_l(x)‖/‖x‖ and cosine of consecutive updates, one bar group per model."""
+    """Per-layer ‖f_l(x)‖/‖x‖ (log scale) and cosine of consecutive updates, one row per model."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.8 / max(1, len(tables))
-    for i, (label, rows) in enumerate(tables.items()):
-        x = np.arange(len(rows)) + i * width
-        axes[0].bar(x, [r["ratio_median"] for r in rows], width, label=label)
-        axes[0].set_xticks(x, [r["layer"] for r in rows], rotation=45, fontsize=7)
-        cos = [r["cos_next_median"] for r in rows[:-1]]
-        axes[1].bar(x[:-1], cos, width, label=label)
-        axes[1].set_xticks(x[:-1], [f"{a['layer']}->{b['layer']}" for a, b in zip(rows, rows[1:])],
-                           rotation=45, fontsize=7)
-    axes[0].set_ylabel("median |f_l(x)| / |x|")
-    axes[0].set_title("Size of each residual update")
-    axes[1].set_ylabel("median cos(f_l, f_{l+1})")
-    axes[1].set_title("Alignment of consecutive updates")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(tables), 2, figsize=(10, 3.2 * len(tables)), squeeze=False)
+    for (label, rows), (ax_ratio, ax_cos) in zip(tables.items(), axes):
+        x = np.arange(len(rows))
+        ax_ratio.bar(x, [r["ratio_median"] for r in rows], color="tab:blue")
+        ax_ratio.set_yscale("log")
+        ax_ratio.set_xticks(x, [r["layer"] for r in rows], fontsize=8)
+        ax_ratio.set_ylabel("median |f_l(x)| / |x|")
+        ax_ratio.set_title(f"{label}: size of each residual update", fontsize=10)
+        ax_cos.bar(x[:-1], [r["cos_next_median"] for r in rows[:-1]], color="tab:orange")
+        ax_cos.set_xticks(x[:-1], [f"{a['layer']}->{b['layer']}" for a, b in zip(rows, rows[1:])],
+                          fontsize=7, rotation=20)
+        ax_cos.set_ylim(-1, 1)
+        ax_cos.axhline(0, color="black", lw=0.6)
+        ax_cos.set_ylabel("median cos of consecutive updates")
+        ax_cos.set_title(f"{label}: alignment of consecutive updates", fontsize=10)
+    fig.tight_layout()
     _save(fig, path)
 
 

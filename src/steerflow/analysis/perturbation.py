@@ -51,12 +51,13 @@ class PerturbationResult:
     tolerance: float = DEFAULT_TOLERANCE
 
     def violations(self) -> int:
-        """How many (τ, token/sequence) points have ratio > bound·(1 + tolerance)."""
-        return int((self.ratio > self.bound * (1 + self.tolerance)).sum())
+        """How many (τ > 0, token/sequence) points have ratio > bound·(1 + tolerance)."""
+        return int((self.ratio[1:] > self.bound[1:] * (1 + self.tolerance)).sum())
 
     @property
     def max_ratio_over_bound(self) -> float:
-        return float((self.ratio / self.bound).max())
+        """The largest measured/bound over τ > 0 (at τ = 0 both are 1 by construction)."""
+        return float((self.ratio[1:] / self.bound[1:]).max())
 
 
 def cumulative_trapezoid(values: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:

@@ -277,11 +277,13 @@ class RefinementResult:
 
 
 def evaluate_refinement(model: DepthLM, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                        eval_steps: Sequence[int]) -> tuple[list[float], list[float], list[float], Optional[float]]:
+                        eval_steps: Sequence[int]
+                        ) -> tuple[list[float], list[float], list[float], Optional[float], float]:
     """Validation loss at each N in ``eval_steps``, and end-state convergence on the first batch.
 
     Losses in the model's dtype; states in float64 so that the successive differences are not
-    roundoff. Returns ``(val_loss, state_change, gap_to_finest, fitted order of state_change)``.
+    roundoff. Returns ``(val_loss, state_change, gap_to_finest, fitted order of state_change,
+    ‖H(1) − H(0)‖ / ‖H(0)‖ at the finest N)``.
     """
     import copy
 
@@ -297,8 +299,9 @@ def evaluate_refinement(model: DepthLM, batches: Sequence[tuple[torch.Tensor, to
         change = [float((a - b).norm()) / scale for a, b in zip(finals, finals[1:])]
         gap = [float((f - finals[-1]).norm()) / scale for f in finals[:-1]]
         floor = roundoff_floor(finals[-1]) / scale
+        displacement = scale / float(h0.norm())
     fit = fit_order("euler", list(eval_steps[:-1]), change, floor, window=len(change))
-    return losses, change, gap, fit.slope
+    return losses, change, gap, fit.slope, displacement
 
 
 def with_basis(model: DepthLM, basis: str) -> DepthLM:
@@ -332,10 +335,11 @@ def refinement_study(basis: str, config: DepthConfig, train_batch, val_batches, 
     variants = [model] if basis == "legendre" else [model, with_basis(model, "linear")]
     results = []
     for variant in variants:
-        losses, change, gap, order = evaluate_refinement(variant, val_batches, eval_steps)
+        losses, change, gap, order, displacement = evaluate_refinement(variant, val_batches,
+                                                                       eval_steps)
         results.append(RefinementResult(
             variant.config.basis, train_steps, eval_steps, losses, change, gap, order,
             depth_roughness(model, train_steps), float(np.mean(log.losses[-20:])), log.seconds,
             {"trained_basis": basis, "params": sum(p.numel() for p in model.parameters()),
-             "config": asdict(variant.config)}))
+             "displacement_over_state": displacement, "config": asdict(variant.config)}))
     return results

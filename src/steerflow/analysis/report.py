@@ -96,7 +96,8 @@ def refinement_section(results: dict[str, Any]) -> list[str]:
         how = "" if trained == m["basis"] else f", evaluated with {trained} weights interpolated"
         lines += [f"**{m['basis']}** (trained as `{trained}` with N₀={m['train_steps']} Euler "
                   f"steps{how}; {m['extra']['params']:,} parameters, relative weight change "
-                  f"between steps {m['roughness']:.3f}, state-change slope "
+                  f"between steps {m['roughness']:.3f}, ‖H(1) − H(0)‖/‖H(0)‖ = "
+                  f"{m['extra']['displacement_over_state']:.3g}, state-change slope "
                   f"{_num(m['order'], '.2f')})", "",
                   format_table(["N", "val loss", "‖H_N − H_2N‖ (rel.)", "‖H_N − H_finest‖ (rel.)"],
                                rows), ""]
