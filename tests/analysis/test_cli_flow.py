@@ -48,7 +48,8 @@ def test_json_run_has_every_key_and_writes_the_files(flow_env, tmp_path, capsys)
     assert c["contractive"]["mu"]["max"] < 0 < c["unconstrained"]["mu"]["max"]
     assert set(c) >= {"val_loss_cost", "unconstrained", "contractive"}
     assert [row["layer"] for row in results["discrete"]["baseline"]] == [f"block {i}" for i in range(4)]
-    assert [m["basis"] for m in results["refinement"]["models"]] == ["legendre", "piecewise", "linear"]
+    assert [m["basis"] for m in results["refinement"]["models"]] == [
+        "legendre", "piecewise", "linear", "piecewise", "linear"]
     for name in ("convergence.png", "mu_hist.png", "perturbation.png", "discrete_layers.png",
                  "refinement.png", "report.md"):
         assert (out / name).stat().st_size > 0

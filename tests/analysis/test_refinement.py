@@ -67,6 +67,7 @@ def test_refinement_study_trains_and_reports_every_variant():
                                                         n_head=2), lambda i: batches[i % 3],
                                batches[:1], train_steps=2, iters=3, refinements=3)
     assert [r.basis for r in results] == ["piecewise", "linear"]
+    assert results[1].label == "piecewise (iid init), interpolated"
     for r in results:
         assert r.eval_steps == [2, 4, 8] and len(r.val_loss) == 3 and len(r.state_change) == 2
         assert np.isfinite(r.val_loss).all() and r.extra["trained_basis"] == "piecewise"
@@ -74,3 +75,11 @@ def test_refinement_study_trains_and_reports_every_variant():
         refinement_study("linear", DepthConfig(vocab_size=50), None, None)
     with pytest.raises(ConfigError):
         DepthConfig(vocab_size=50, basis="fourier")
+
+
+@pytest.mark.parametrize("basis", ["piecewise", "legendre"])
+def test_smooth_init_starts_constant_in_depth(basis):
+    torch.manual_seed(0)
+    kw = dict(vocab_size=50, block_size=8, n_embd=16, n_head=2, basis=basis, basis_size=4)
+    assert depth_roughness(DepthLM(DepthConfig(**kw, init="smooth")), 8) == 0.0
+    assert depth_roughness(DepthLM(DepthConfig(**kw, init="iid")), 8) > 0.1

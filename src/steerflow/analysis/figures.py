@@ -122,10 +122,11 @@ def refinement_figure(path: Path, results: Sequence[dict]) -> None:
         n = np.asarray(r["eval_steps"])
         order = "n/a" if r["order"] is None else f"{r['order']:.2f}"
         axes[0].loglog(n[:-1], r["state_change"], marker="o",
-                       label=f"{r['basis']}: |H_N - H_2N|, slope {order}")
+                       label=f"{r['label']}: |H_N - H_2N|, slope {order}")
         axes[0].loglog(n[:-1], r["gap_to_finest"], marker="x", ls="--",
-                       label=f"{r['basis']}: |H_N - H_finest|")
-        axes[1].semilogx(n, r["val_loss"], marker="o", label=f"{r['basis']} (trained at N={r['train_steps']})")
+                       label=f"{r['label']}: |H_N - H_finest|")
+        axes[1].semilogx(n, r["val_loss"], marker="o",
+                         label=f"{r['label']} (trained at N={r['train_steps']})")
     axes[0].set_xlabel("Euler steps N")
     axes[0].set_ylabel("relative to |H(1) - H(0)|")
     axes[0].set_title("Hidden-state refinement")

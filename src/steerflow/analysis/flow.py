@@ -29,6 +29,9 @@ import torch
 from steerflow.analysis.convergence import DEFAULT_STEPS, EXPECTED_ORDER
 from steerflow.errors import CheckpointError, InputError
 
+#: (basis, init) of the depth-refinement models: smooth weights; independent weights per step
+#: from an i.i.d. init (an ordinary stack); the same from a depth-constant init (Sander et al.)
+REFINEMENT_MODELS = (("legendre", "iid"), ("piecewise", "iid"), ("piecewise", "smooth"))
 FIGURES = ("convergence.png", "mu_hist.png", "perturbation.png", "discrete_layers.png")
 
 
@@ -301,12 +304,12 @@ def refinement_part(tokens: dict[str, np.ndarray], vocab_size: int, block: int, 
     batch = lambda i: lm_batch(train, i, cfg.refinement_batch_size, block, cfg.seed)  # noqa: E731
     val = list(eval_batches(tokens["valid"], 16, block, max_batches=cfg.loss_batches))
     results = []
-    for basis in ("legendre", "piecewise"):
+    for basis, init in REFINEMENT_MODELS:
         if progress:
-            progress(f"refinement: training {basis} depth model")
+            progress(f"refinement: training {basis} ({init} init)")
         results += [r.as_dict() for r in refinement_study(
             basis, depth_cfg, batch, val, train_steps=cfg.refinement_train_steps,
-            iters=cfg.refinement_iters, seed=cfg.seed)]
+            iters=cfg.refinement_iters, seed=cfg.seed, init=init)]
     return {"models": results, "eval_batches": len(val), "block_size": block}
 
 

@@ -41,6 +41,7 @@ from steerflow.analysis.convergence import fit_order, roundoff_floor
 from steerflow.errors import ConfigError
 
 BASES = ("legendre", "piecewise", "linear")
+INITS = ("iid", "smooth")
 
 
 def legendre_basis(tau: float, size: int) -> list[float]:
@@ -70,7 +71,12 @@ def piecewise_basis(tau: float, size: int) -> list[float]:
 
 @dataclass(frozen=True)
 class DepthConfig:
-    """Shape of a :class:`DepthLM` and its depth basis."""
+    """Shape of a :class:`DepthLM` and its depth basis.
+
+    ``init="iid"`` draws every basis coefficient independently (for ``piecewise``: an ordinary
+    randomly initialised N₀-layer stack); ``init="smooth"`` starts depth-independent (the same
+    weights at every τ), Sander et al.'s smooth initialisation.
+    """
 
     vocab_size: int
     block_size: int = 64
@@ -78,10 +84,13 @@ class DepthConfig:
     n_head: int = 2
     basis: str = "legendre"
     basis_size: int = 4
+    init: str = "iid"
 
     def __post_init__(self) -> None:
         if self.basis not in BASES:
             raise ConfigError(f"basis must be one of {', '.join(BASES)}, got {self.basis!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "basis_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"DepthConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -96,11 +105,22 @@ class DepthConfig:
 
 
 class DepthLinear(nn.Module):
-    """``y = W(τ) x + b(τ)`` with ``W(τ) = Σ_k φ_k(τ) W_k``; each ``W_k`` initialised independently."""
+    """``y = W(τ) x + b(τ)`` with ``W(τ) = Σ_k φ_k(τ) W_k``.
 
-    def __init__(self, d_in: int, d_out: int, size: int, std: float = 0.02) -> None:
+    ``init="iid"``: each ``W_k`` drawn independently. ``init="smooth"``: ``W(τ)`` starts
+    constant in τ — one draw copied to every piece, or put on the constant Legendre polynomial.
+    """
+
+    def __init__(self, d_in: int, d_out: int, size: int, std: float = 0.02, init: str = "iid",
+                 basis: str = "piecewise") -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(size, d_out, d_in) * std)  # (K, out, in)
+        weight = torch.randn(size, d_out, d_in) * std  # (K, out, in)
+        if init == "smooth":
+            if basis == "legendre":
+                weight[1:] = 0.0  # W(τ) = P_0·W_0 = W_0
+            else:
+                weight[:] = weight[0].clone()  # the same W_0 on every piece
+        self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(size, d_out))
 
     def forward(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
@@ -139,10 +159,11 @@ class DepthBlockField(nn.Module):
         constant_first = config.basis == "legendre"
         self.ln_1 = DepthLayerNorm(d, K, constant_first)
         self.ln_2 = DepthLayerNorm(d, K, constant_first)
-        self.qkv = DepthLinear(d, 3 * d, K)
-        self.attn_out = DepthLinear(d, d, K)
-        self.fc_in = DepthLinear(d, 4 * d, K)
-        self.fc_out = DepthLinear(4 * d, d, K)
+        kw = {"init": config.init, "basis": config.basis}
+        self.qkv = DepthLinear(d, 3 * d, K, **kw)
+        self.attn_out = DepthLinear(d, d, K, **kw)
+        self.fc_in = DepthLinear(d, 4 * d, K, **kw)
+        self.fc_out = DepthLinear(4 * d, d, K, **kw)
 
     def linears(self) -> list[DepthLinear]:
         return [self.qkv, self.attn_out, self.fc_in, self.fc_out]
@@ -260,6 +281,7 @@ class RefinementResult:
     fitted slope of ``state_change`` against N (−1 when the Euler sequence converges).
     """
 
+    label: str
     basis: str
     train_steps: int
     eval_steps: list[int]
@@ -317,7 +339,8 @@ def with_basis(model: DepthLM, basis: str) -> DepthLM:
 
 def refinement_study(basis: str, config: DepthConfig, train_batch, val_batches, *,
                      train_steps: int = 8, iters: int = 300, lr: float = 3e-3,
-                     refinements: int = 4, seed: int = 0, progress=None) -> list[RefinementResult]:
+                     refinements: int = 4, seed: int = 0, init: str = "iid",
+                     progress=None) -> list[RefinementResult]:
     """Train a :class:`DepthLM` with ``basis`` at N₀ = ``train_steps``, then evaluate at N₀·2^j.
 
     For ``piecewise`` the basis has one piece per training step (``basis_size = train_steps``),
@@ -327,7 +350,7 @@ def refinement_study(basis: str, config: DepthConfig, train_batch, val_batches, 
     if basis not in ("legendre", "piecewise"):
         raise ConfigError(f"train with basis 'legendre' or 'piecewise', got {basis!r}")
     size = train_steps if basis == "piecewise" else config.basis_size
-    config = DepthConfig(**{**asdict(config), "basis": basis, "basis_size": size})
+    config = DepthConfig(**{**asdict(config), "basis": basis, "basis_size": size, "init": init})
     torch.manual_seed(seed)
     model = DepthLM(config)
     log = train_depth_lm(model, train_batch, iters, train_steps, lr, progress=progress)
@@ -337,8 +360,9 @@ def refinement_study(basis: str, config: DepthConfig, train_batch, val_batches, 
     for variant in variants:
         losses, change, gap, order, displacement = evaluate_refinement(variant, val_batches,
                                                                        eval_steps)
+        label = f"{basis} ({init} init)" + ("" if variant is model else ", interpolated")
         results.append(RefinementResult(
-            variant.config.basis, train_steps, eval_steps, losses, change, gap, order,
+            label, variant.config.basis, train_steps, eval_steps, losses, change, gap, order,
             depth_roughness(model, train_steps), float(np.mean(log.losses[-20:])), log.seconds,
             {"trained_basis": basis, "params": sum(p.numel() for p in model.parameters()),
              "displacement_over_state": displacement, "config": asdict(variant.config)}))

@@ -84,18 +84,18 @@ def refinement_section(results: dict[str, Any]) -> list[str]:
     lines = ["## 2. Depth refinement", "",
              "A continuous transformer dx/dτ = F(x, τ) (F a full block with depth-dependent "
              "weights) trained with N₀ Euler steps, then evaluated with N = N₀·2^j steps. "
-             "`legendre`: smooth weights; `piecewise`: independent weights per step, kept "
-             "constant over the step; `linear`: the same weights interpolated linearly in τ.", ""]
+             "`legendre`: smooth weights (3 shifted Legendre polynomials); `piecewise`: "
+             "independent weights per step, kept constant over the step, from an i.i.d. "
+             "(ordinary) or a depth-constant (smooth, Sander et al.) initialisation; "
+             "`interpolated`: the same per-step weights interpolated linearly in τ.", ""]
     if not r:
         return lines + ["Not run (--no-refinement).", ""]
     for m in r["models"]:
         rows = [[n, loss, _num(ch), _num(gap)] for n, loss, ch, gap in
                 zip(m["eval_steps"], m["val_loss"], m["state_change"] + [None],
                     m["gap_to_finest"] + [None])]
-        trained = m["extra"]["trained_basis"]
-        how = "" if trained == m["basis"] else f", evaluated with {trained} weights interpolated"
-        lines += [f"**{m['basis']}** (trained as `{trained}` with N₀={m['train_steps']} Euler "
-                  f"steps{how}; {m['extra']['params']:,} parameters, relative weight change "
+        lines += [f"**{m['label']}** (trained with N₀={m['train_steps']} Euler "
+                  f"steps; {m['extra']['params']:,} parameters, relative weight change "
                   f"between steps {m['roughness']:.3f}, ‖H(1) − H(0)‖/‖H(0)‖ = "
                   f"{m['extra']['displacement_over_state']:.3g}, state-change slope "
                   f"{_num(m['order'], '.2f')})", "",
