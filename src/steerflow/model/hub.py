@@ -164,8 +164,10 @@ def _download(repo_id: str, **hub_kwargs) -> Path:
         return Path(snapshot_download(
             repo_id, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizer*.json"], **hub_kwargs))
     except Exception as exc:  # network, auth, missing repo: one clear line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0] if lines else ""  # huggingface_hub's messages run over several lines
         raise CheckpointError(f"{repo_id}: not a local folder and not downloadable from the "
-                              f"Hugging Face Hub ({type(exc).__name__}: {exc})") from None
+                              f"Hugging Face Hub ({type(exc).__name__}: {detail})") from None
 
 
 def push_to_hub(model, repo_id: str, **kwargs) -> str:
