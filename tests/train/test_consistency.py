@@ -53,7 +53,7 @@ def test_capture_records_the_ode_block_of_a_forward_pass(make_tiny_model):
     assert len(model.ode._forward_hooks) == 0  # the hook is removed on exit
 
 
-def test_penalty_is_the_squared_displacement_divergence(make_tiny_model):
+def test_penalty_is_the_displacement_divergence_from_rk4(make_tiny_model):
     model = make_tiny_model(dtype=torch.float64)
     x = torch.randint(0, 512, (2, 8))
     u = control_batch(model, -1.0, 2)
@@ -64,11 +64,12 @@ def test_penalty_is_the_squared_displacement_divergence(make_tiny_model):
         h1 = model.ode(h0, u, EULER4)
         penalty = consistency_penalty(model.ode, h0, u, EULER4, fine)
         assert model.ode.last_stats.solver == "euler, 4 steps"  # the fine solve keeps the stats
-        expected = displacement_divergence(h1, model.ode(h0, u, fine), h0) ** 2
-    assert float(penalty) == pytest.approx(expected, rel=1e-9)
+        expected = displacement_divergence(h1, model.ode(h0, u, fine), h0)
+    # float64 arithmetic; SQRT_EPS shifts the value by < 1e-6 / expected relative
+    assert float(penalty) == pytest.approx(expected, rel=1e-8)
 
 
-def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
+def test_penalty_on_a_time_linear_field_is_one_over_n(make_tiny_model):
     model = make_tiny_model(dtype=torch.float64)
     model.ode.field = TimeField(torch.linspace(-1, 1, 32, dtype=torch.float64))
     x = torch.randint(0, 512, (2, 8))
@@ -78,7 +79,7 @@ def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
         coarse = SolverSpec(method="euler", steps=n)
         penalty = consistency_penalty(model.ode, h0, u, coarse, fine_solver(coarse))
         # rk4 integrates bτ exactly; Euler misses by b/(2n) of ΔH = b/2 at every token
-        assert float(penalty.detach()) == pytest.approx(1 / n**2, rel=1e-9)
+        assert float(penalty.detach()) == pytest.approx(1 / n, rel=1e-9)
         penalty.backward()
         assert model.ode.field.b.grad.abs().sum() > 0
 
@@ -86,7 +87,7 @@ def test_penalty_on_a_time_linear_field_is_one_over_n_squared(make_tiny_model):
 def test_minimising_the_penalty_makes_euler_agree_with_rk4(make_tiny_model):
     """The training solver asks for the adjoint, but the penalty must backpropagate through the
     steps: the adjoint's gradient is the exact flow's, blind to the discretisation gap (with it the
-    penalty stalls after a ~5× drop; by backpropagation it falls ~70× in these 30 steps)."""
+    penalty stalls after a ~2.3× drop; by backpropagation it falls ~11× in these 30 steps)."""
     model = make_tiny_model()
     x = torch.randint(0, 512, (4, 8))
     u = control_batch(model, 1.0, 4)
@@ -102,7 +103,7 @@ def test_minimising_the_penalty_makes_euler_agree_with_rk4(make_tiny_model):
         penalty.backward()
         opt.step()
         values.append(float(penalty.detach()))
-    assert values[-1] < 0.05 * values[0]  # a factor 20: between the two behaviours above
+    assert values[-1] < 0.2 * values[0]  # a factor 5: between the two behaviours above
 
 
 def test_training_loop_uses_both_options(make_cfg):

@@ -103,8 +103,8 @@ class TrainConfig:
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
         threads: ``torch.set_num_threads`` for the run (None: leave as is).
-        ode_consistency: weight λ of the consistency penalty ``‖H_coarse(1) − H_fine(1)‖² /
-            ‖H_fine(1) − H(0)‖²`` between the training solve and an rk4 solve (0: off); see
+        ode_consistency: weight λ of the consistency penalty ``‖H_coarse(1) − H_fine(1)‖ /
+            ‖H_fine(1) − H(0)‖`` between the training solve and an rk4 solve (0: off); see
             :mod:`steerflow.train.consistency`.
         ode_random_steps: step counts to draw the training solver's steps from at each step
             (empty: the model's fixed ``train_solver``).
