@@ -95,7 +95,7 @@ def format_report(result: dict) -> str:
         f"{shapes['seq_len']} tokens, {result['options']['clock']} clock, hybrid "
         f"{result['hybrid']['solver']} "
         f"({result['params']['hybrid']:,} vs {result['params']['baseline']:,} params)",
-        f"{result['date']} | {describe(result['machine'])}",
+        f"{result['date']} | {describe(result['machine'])} | malloc {result['runtime']['malloc']}",
         "",
         format_table(["figure", "value", "IQR", "target", "detail"], headline_rows(result)),
     ]

@@ -56,6 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time (default) or process CPU time, which excludes waiting for a core "
                         "on a machine shared with other jobs (CPU only)")
+    p.add_argument("--malloc", choices=["reuse", "system"], default=None,
+                   help="reuse: keep freed tensor memory in glibc's heap instead of unmapping it "
+                        "(default; quick: system)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=run)
@@ -68,6 +71,8 @@ def _options(args: argparse.Namespace):
                  "clock": args.clock, "only": args.only or BENCHMARKS}
     if args.threads:
         overrides["threads"] = args.threads
+    if args.malloc:
+        overrides["malloc"] = args.malloc
     if args.config:
         overrides["config"] = args.config
     if args.reps:
