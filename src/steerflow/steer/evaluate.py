@@ -275,7 +275,7 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     Private ``_sweep`` entries (ProbeSweep objects for plotting) are removed by
     :func:`steerflow.steer.report.to_json`.
     """
-    from steerflow.steer.actadd import actadd, injection_layer, steering_vector
+    from steerflow.steer.actadd import actadd, injection_layer, mean_residual_norm, steering_vector
 
     steered, base = models.steered, models.base
     tok = steered.tokenizer
@@ -316,6 +316,10 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
 
     run = _make_run(models, source, cfg, source_judges)
     results["prompts"] = run.prompts
+    import torch
+
+    baselines["actadd"]["residual_norm"] = mean_residual_norm(
+        base, [torch.tensor([ids]) for ids in run.prompt_ids])
     show = cfg.progress
     results["open_ended"] = _sweep_settings(run, "ode", cfg.open_us, steered, show,
                                             u_for=lambda v: v * _axis_vector(steered, cfg.axis))

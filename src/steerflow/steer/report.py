@@ -134,6 +134,10 @@ def markdown(results: dict[str, Any]) -> str:
         + (" and under the discrete baseline." if "baseline" in results["checkpoints"] else "."),
         "",
         open_ended_table(results), "",
+        f"ActAdd: steering vector at the input of layer {results['baselines']['actadd']['layer']}"
+        f", norm {results['baselines']['actadd']['vector_norm']:.3g} (mean residual-stream norm "
+        f"there on the prompts: {results['baselines']['actadd'].get('residual_norm', float('nan')):.3g}"
+        f"); the coefficient multiplies it.", "",
         f"## At matched perplexity (≤ {trade['budget']:g} × {trade['reference_perplexity']:.4g} "
         f"= {trade['perplexity_limit']:.4g})", "",
         tradeoff_table(results), "", "Figure: `tradeoff.png`.", "",
