@@ -65,8 +65,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < (1 if name == "samples" else 0):
             raise InputError(f"--{name.replace('_', '-')} must be "
                              f"{'>= 1' if name == 'samples' else '>= 0'}, got {getattr(args, name)}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < 2 ** 63:  # prompt p is sampled with seed + p: stay in torch's range
+        raise InputError(f"--seed must be in [0, 2**63), got {args.seed}")
 
 
 def _load(args: argparse.Namespace):

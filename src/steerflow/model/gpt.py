@@ -218,6 +218,9 @@ class SteerFlowGPT(nn.Module):
                eos_id: Optional[int] = None) -> Iterator[torch.Tensor]:
         """Yield the next token ids ``(B,)`` one step at a time (see :meth:`generate`)."""
         _check_sampling(max_new_tokens, temperature, top_k, top_p)
+        if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
+                                     and -2 ** 63 <= seed < 2 ** 64):
+            raise InputError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
         self._check_idx(idx)
         if idx.shape[1] == 0:
             raise InputError("the prompt is empty; give at least one token")
