@@ -44,6 +44,8 @@ class RunSettings:
     eval_samples: int = 4
     eval_new_tokens: int = 20
     sweep_points: int = 21
+    open_us: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+    actadd_coefs: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
     invariance_batches: int = 2
     probe_batches: int = 1
     probe_examples: int = 8
@@ -53,6 +55,7 @@ class RunSettings:
     flow_grid_points: int = 9
     flow_traj_steps: int = 32
     flow_loss_batches: int = 5
+    flow_refinement: bool = True
     flow_refinement_iters: int = 150
     contractive_steps: Optional[int] = None
     bench_quick: bool = True
@@ -69,14 +72,17 @@ SCALES: dict[str, RunSettings] = {
     # CI smoke run: seconds per stage
     "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze",
                         steer_steps=30, steer_batch_size=16, eval_prompts=4, eval_samples=2,
-                        eval_new_tokens=8, sweep_points=5, invariance_batches=1, probe_examples=2,
+                        eval_new_tokens=8, sweep_points=5, open_us=(-1.0, 0.0, 1.0),
+                        actadd_coefs=(-4.0, 0.0, 4.0), invariance_batches=1, probe_examples=2,
                         probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
                         flow_grid_points=3, flow_traj_steps=8, flow_loss_batches=2,
-                        flow_refinement_iters=20),
+                        flow_refinement=False),
     # the README's main job: about 10 minutes on 2 CPU cores
     "small": RunSettings(config="small"),
     # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
     "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
+                         open_us=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0),
+                         actadd_coefs=(-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0),
                          eval_samples=4, invariance_batches=8, probe_batches=4,
                          probe_examples=32, probe_sentences=872, flow_batch_size=8,
                          flow_lanczos_iters=32, flow_grid_points=17, flow_traj_steps=64,
@@ -203,6 +209,7 @@ def stage_steering_eval(s: RunSettings, env: Environment):
                         baseline=_load(ctx, PATHS.baseline, env), names=names)
         cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
                                  max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
+                                 open_us=s.open_us, actadd_coefs=s.actadd_coefs,
                                  seed=s.seed, progress=not env.quiet,
                                  judge_cache=str(_cache_dir(env) / "judges"))
         results = evaluate_steering(models, _source(env), cfg)
@@ -289,7 +296,7 @@ def stage_flow(s: RunSettings, env: Environment):
                          batch_size=s.flow_batch_size, lanczos_iters=s.flow_lanczos_iters,
                          grid_points=s.flow_grid_points, traj_steps=s.flow_traj_steps,
                          loss_batches=s.flow_loss_batches,
-                         refinement_iters=s.flow_refinement_iters,
+                         refinement=s.flow_refinement, refinement_iters=s.flow_refinement_iters,
                          seed=s.seed, device=_device(env))
         return jsonable(run_flow(cfg, progress=not env.quiet))
     return run
@@ -342,7 +349,8 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
               5 * scale, settings=["eval_new_tokens"]),
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
               stage_steering_eval(s, env), 120 * scale,
-              settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points"],
+              settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points",
+                        "open_us", "actadd_coefs"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
               30 * scale, settings=["invariance_batches"],
