@@ -176,6 +176,10 @@ def _make_run(models: Models, source, cfg: SteeringEvalConfig, judges) -> OpenEn
     from steerflow.steer.prompts import encode_prompts, neutral_prompts
 
     tok = models.steered.tokenizer
+    block = models.steered.config.block_size
+    if cfg.max_new_tokens >= block:
+        raise InputError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for a prompt in "
+                         f"the model's context of {block} tokens; use at most {block - 1}")
     prompts = neutral_prompts(source, cfg.prompts, cfg.prompt_words, cfg.seed)
     spec = SamplingSpec(cfg.samples, cfg.max_new_tokens, cfg.temperature, cfg.top_p, None, cfg.seed)
     ids = encode_prompts(tok, prompts, models.steered.config.block_size - cfg.max_new_tokens)
