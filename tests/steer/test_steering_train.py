@@ -47,3 +47,17 @@ def test_only_the_ode_block_was_trained(pretrained_dir, steered):
     after = SteerFlowGPT.from_pretrained(out).state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("ode.") for k in changed)
+
+
+def test_alpha_stays_fixed_unless_asked_to_train(pretrained_dir, steered, tmp_path):
+    from steerflow.train import TrainConfig, train
+
+    out, result = steered
+    before = SteerFlowGPT.from_pretrained(pretrained_dir).ode.alpha
+    assert torch.equal(SteerFlowGPT.from_pretrained(out).ode.alpha, before)  # default: frozen
+    cfg = TrainConfig(out=str(tmp_path / "trained"), config="tiny", task="steer",
+                      init_from=str(pretrained_dir), steer_data="cloze", steps=5, batch_size=8,
+                      lr=3e-2, warmup_steps=1, eval_batches=1, test_batches=1, quiet=True,
+                      seed=0, threads=1, steer_alpha="trained")
+    train(cfg)
+    assert not torch.equal(SteerFlowGPT.from_pretrained(tmp_path / "trained").ode.alpha, before)

@@ -40,6 +40,10 @@ def add_parser(sub) -> None:
     what.add_argument("--steer-axis", type=int, help="control axis of the sentiment label")
     what.add_argument("--train-discrete", action="store_true", default=None,
                       help="--task steer: also train the discrete blocks")
+    what.add_argument("--steer-alpha", choices=["frozen", "trained"],
+                      help="--task steer: keep the ODE block's α fixed (default; Adam grows a "
+                           "trained scalar α about one lr per step until the solve diverges) "
+                           "or train it")
     what.add_argument("--lm-u", choices=["zero", "random"],
                       help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
     data = p.add_argument_group("data")

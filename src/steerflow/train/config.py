@@ -30,6 +30,7 @@ MODEL_KINDS = ("baseline", "hybrid")
 DTYPES = ("float32", "bfloat16")
 NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random")
+STEER_ALPHA = ("frozen", "trained")
 #: an exploding step is judged against a running median only once this many norms are known
 EXPLODE_MIN_HISTORY = 10
 
@@ -72,6 +73,9 @@ class TrainConfig:
         init_from: a checkpoint folder to start from (required for ``task="steer"``).
         steer_data: ``sst2``, ``cloze`` or a ``.jsonl`` file of ``{"text", "u"}`` records.
         steer_axis: the control axis the sentiment label drives when ``control_dim > 1``.
+        steer_alpha: with ``task="steer"``, ``frozen`` (default) keeps α at its pretrained value;
+            ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
+            learning rate per step and the steering run diverges once α ≈ 1).
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
@@ -119,6 +123,7 @@ class TrainConfig:
     steer_data: str = "sst2"
     steer_axis: int = 0
     train_discrete: bool = False
+    steer_alpha: str = "frozen"
     tokenizer: Optional[str] = None
     data_dir: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -209,6 +214,9 @@ class TrainConfig:
             raise ConfigError(f"ode_consistency must be >= 0, got {self.ode_consistency}")
         if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in self.ode_random_steps):
             raise ConfigError(f"ode_random_steps must be step counts >= 1, got {self.ode_random_steps}")
+        if self.steer_alpha not in STEER_ALPHA:
+            raise ConfigError(f"steer_alpha must be one of {', '.join(STEER_ALPHA)}, got "
+                              f"{self.steer_alpha!r}")
         if self.warmup_steps < 0 or self.seed < 0 or self.steer_axis < 0:
             raise ConfigError(f"warmup_steps, seed and steer_axis must be >= 0, got "
                               f"{self.warmup_steps}, {self.seed}, {self.steer_axis}")

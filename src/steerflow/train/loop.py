@@ -127,8 +127,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def freeze_for_steering(model: nn.Module, train_discrete: bool) -> None:
-    """Freeze embeddings, final LayerNorm and head; train the ODE block (+ discrete blocks)."""
+def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: bool = False) -> None:
+    """Freeze embeddings, final LayerNorm and head; train the ODE block (+ discrete blocks).
+
+    α stays fixed unless ``train_alpha`` (see ``TrainConfig.steer_alpha``).
+    """
     if getattr(model, "ode", None) is None:
         raise ConfigError("task 'steer' needs a hybrid model with an ODE block; the checkpoint is "
                           "a discrete baseline")
@@ -138,6 +141,7 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool) -> None:
     for module in trainable:
         for p in module.parameters():
             p.requires_grad_(True)
+    model.ode.alpha.requires_grad_(train_alpha)
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -285,7 +289,7 @@ class Trainer:
                               f"{model.config.block_size}")
         model.tokenizer = self.tokenizer
         if cfg.task == "steer":
-            freeze_for_steering(model, cfg.train_discrete)
+            freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained")
         model.to(self.ctx.device).train()
         counts = model.param_counts()
         self.log(f"model: {cfg.model if not cfg.init_from else cfg.init_from} — "
