@@ -56,6 +56,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("generate/nan-control", ["generate", "{hybrid}", "--prompt", "x", "--u", "nan"], 2, "--u"),
     ("generate/control-too-long", ["generate", "{hybrid}", "--prompt", "x", "--u", "1,2"], 2, "control_dim"),
     ("generate/control-on-discrete", ["generate", "{discrete}", "--prompt", "x", "--u", "1"], 2, "discrete"),
+    ("generate/more-tokens-than-context", ["generate", "{hybrid}", "--prompt", "x", "--max-new-tokens", "32"], 2, "use at most 31"),
     ("generate/prompt-longer-than-context", ["generate", "{hybrid}", "--prompt", " ".join(["film"] * 40)], 2, "tokens"),
     ("generate/empty-prompt", ["generate", "{hybrid}", "--prompt", ""], 2, "empty"),
     ("generate/missing-prompts-file", ["generate", "{hybrid}", "--prompts-file", "{missing}"], 2, "does not exist"),
@@ -137,6 +138,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("analyze flow/discrete-checkpoint", ["analyze", "flow", "{discrete}", *DATA, *Q], 2, "discrete"),
     ("analyze flow/missing-data", ["analyze", "flow", "{hybrid}", "--data-dir", "{missing}", *Q], 2, "does not exist"),
     ("analyze flow/negative-batch-size", ["analyze", "flow", "{hybrid}", *DATA, "--batch-size", "-1", *Q], 2, "batch_size"),
+    ("analyze flow/unknown-method", ["analyze", "flow", "{hybrid}", *DATA, "--methods", "euler,leapfrog", *Q], 2, "unknown fixed-step method"),
+    ("analyze flow/negative-steps", ["analyze", "flow", "{hybrid}", *DATA, "--steps", "1,-4", *Q], 2, "step counts must be positive"),
     ("analyze/unknown-member", ["analyze", "entropy", "{hybrid}"], 2, "invalid choice"),
     # ---------------------------------------------------------------- bench
     ("bench/negative-batch-size", ["bench", "--quick", "--batch-size", "-1"], 2, "positive integer"),

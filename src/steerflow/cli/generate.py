@@ -107,7 +107,11 @@ def _generate(args: argparse.Namespace) -> int:
         raise InputError("this checkpoint is a discrete baseline without control; use --u 0")
     control = (u * c if len(u) == 1 else u) if model.config.is_hybrid else None
     tok = model.tokenizer
-    ids = encode_prompts(tok, prompts, model.config.block_size - args.max_new_tokens)
+    block = model.config.block_size
+    if args.max_new_tokens >= block:
+        raise InputError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in "
+                         f"the model's context of {block} tokens; use at most {block - 1}")
+    ids = encode_prompts(tok, prompts, block - args.max_new_tokens)
     for p, (prompt, prompt_ids) in enumerate(zip(prompts, ids)):
         idx = torch.tensor([prompt_ids]).repeat(args.samples, 1)  # (K, T)
         out = model.generate(idx, control, args.max_new_tokens, temperature=args.temperature,
