@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -47,19 +47,26 @@ def convergence_figure(path: Path, studies: dict[str, dict]) -> None:
     _save(fig, path)
 
 
-def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str) -> None:
-    """Histogram of log-norm samples, one series per label (e.g. per u or per model)."""
+def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str,
+                 by_model: Optional[dict[str, np.ndarray]] = None) -> None:
+    """Histogram of log-norm samples per u; with ``by_model`` (≥ 2 models) a second panel
+    compares the models (all u pooled)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    everything = np.concatenate([v for v in samples.values() if v.size])
-    bins = np.linspace(everything.min(), everything.max(), 60) if everything.size else 10
-    for label, values in samples.items():
-        ax.hist(values, bins=bins, alpha=0.5, label=label, density=True)
-    ax.axvline(0.0, color="black", lw=0.8)
-    ax.set_xlabel("mu = lambda_max((J + J^T)/2) of alpha*F")
-    ax.set_ylabel("density")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    panels = [(samples, title)]
+    if by_model and len(by_model) > 1:
+        panels.append((by_model, "Log-norm by model (all u)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (series, text) in zip(axes[0], panels):
+        everything = np.concatenate([v for v in series.values() if v.size])
+        bins = np.linspace(min(everything.min(), 0.0), max(everything.max(), 0.0), 60)
+        for label, values in series.items():
+            ax.hist(values, bins=bins, alpha=0.5, label=label, density=True)
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_xlabel("mu = lambda_max((J + J^T)/2) of alpha*F")
+        ax.set_ylabel("density")
+        ax.set_title(text, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -67,8 +74,9 @@ def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
     """Measured ‖δH(τ)‖/‖δH(0)‖ against the bound exp(∫μ) (median and worst token), per u."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for (label, c), color in zip(curves.items(), ["tab:red", "tab:grey", "tab:blue", "tab:green",
-                                                  "tab:purple", "tab:orange"]):
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, c) in enumerate(curves.items()):
+        color = palette[i % len(palette)]
         taus = np.asarray(c["taus"])
         ratio, bound = np.asarray(c["ratio"]), np.asarray(c["bound"])  # (K, P)
         axes[0].plot(taus, np.median(ratio, 1), color=color, label=f"{label}: measured (median)")

@@ -271,7 +271,9 @@ def model_profile(model, model64, h0: torch.Tensor, tokens: np.ndarray, cfg: Flo
             "mu": {k: v for k, v in flow["mu"].items() if k != "per_u"},
             "growth_at_1": summary(ratio_at_1),
             "bound_violations": flow["bound_violations"]["count"],
-            "val_loss": validation_loss(model, tokens, cfg.loss_batches)}
+            "val_loss": validation_loss(model, tokens, cfg.loss_batches),
+            "_mu_samples": np.concatenate([m.ravel() for m in flow["_mu_samples"].values()]),
+            "_curves": flow["_curves"]}
 
 
 def contractive_part(profiles: dict[str, dict]) -> Optional[dict[str, Any]]:
@@ -345,8 +347,10 @@ def load_inputs(cfg: FlowConfig, progress: bool) -> FlowInputs:
     return FlowInputs(model, model64, baseline, compare, tokens, idx, ode_input(model64, idx))
 
 
-def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig) -> dict[str, Any]:
-    """Profiles of the checkpoint (and --compare model) and the contractive comparison."""
+def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Profiles of the checkpoint (and --compare model), the contractive comparison, and for the
+    figures each model's μ samples and the --compare model's perturbation curves."""
     profiles = {"checkpoint": model_profile(inputs.model, inputs.model64, inputs.h0,
                                             inputs.tokens["valid"], cfg, flow)}
     if inputs.compare is not None:
@@ -354,7 +358,15 @@ def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig) -> dic
         profiles["compare"] = model_profile(inputs.compare, compare64,
                                             ode_input(compare64, inputs.idx),
                                             inputs.tokens["valid"], cfg)
-    return {"profiles": profiles, "contractive": contractive_part(profiles)}
+    figure_data = {"mu_by_model": {f"{label} ({p['field']})": p.pop("_mu_samples")
+                                   for label, p in profiles.items()},
+                   "compare_curves": {}}
+    for label, p in profiles.items():
+        curves = p.pop("_curves")
+        if label != "checkpoint":
+            figure_data["compare_curves"] = {f"{label} ({p['field']}) u={u}": c
+                                             for u, c in curves.items()}
+    return {"profiles": profiles, "contractive": contractive_part(profiles)}, figure_data
 
 
 def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
@@ -388,7 +400,8 @@ def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
                                                        cfg.loss_batches)
     results["discrete"] = discrete_part(discrete_models, inputs.idx, cfg)
     stage("model comparison")
-    results.update(comparison(inputs, flow, cfg))
+    compared, figure_data = comparison(inputs, flow, cfg)
+    results.update(compared)
     if results["contractive"] is None:
         results["notes"].append("no contractive comparison: pass --compare CKPT where exactly one "
                                 "of the two models uses field=contractive")
@@ -398,7 +411,7 @@ def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
         results["refinement"] = refinement_part(inputs.tokens, model.config.vocab_size,
                                                 model.config.block_size, cfg, bar.set_description)
     stage("writing")
-    write_outputs(Path(cfg.out), results, flow)
+    write_outputs(Path(cfg.out), results, flow, figure_data)
     bar.close()
     return results
 
@@ -433,18 +446,23 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_outputs(out: Path, results: dict[str, Any], flow: dict[str, Any]) -> None:
+def write_outputs(out: Path, results: dict[str, Any], flow: dict[str, Any],
+                  figure_data: Optional[dict[str, Any]] = None) -> None:
     """results.json, report.md and the PNG figures."""
     from steerflow.analysis import figures
     from steerflow.analysis.report import markdown_report
     from steerflow.model.hub import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
+    figure_data = figure_data or {}
     figures.convergence_figure(out / "convergence.png", results["convergence"])
     figures.mu_histogram(out / "mu_hist.png", {f"u={k}": v.ravel() for k, v in
                                                flow["_mu_samples"].items()},
-                         f"Log-norm of alpha*F over tokens, tau and u ({flow['mu']['grouping']}s)")
-    figures.perturbation_figure(out / "perturbation.png", flow["_curves"])
+                         f"Log-norm of alpha*F over tokens, tau and u ({flow['mu']['grouping']}s)",
+                         figure_data.get("mu_by_model"))
+    curves = {f"checkpoint u={u}": c for u, c in flow["_curves"].items()}
+    curves.update(figure_data.get("compare_curves", {}))
+    figures.perturbation_figure(out / "perturbation.png", curves)
     figures.discrete_figure(out / "discrete_layers.png", results["discrete"])
     if results.get("refinement"):
         figures.refinement_figure(out / "refinement.png", results["refinement"]["models"])
