@@ -91,7 +91,8 @@ class ConvergenceStudy:
                 "fits": {m: f.as_dict() for m, f in self.fits.items()}, **self.info}
 
 
-def _check_methods(methods: Sequence[str], steps: Sequence[int]) -> None:
+def check_methods(methods: Sequence[str], steps: Sequence[int]) -> None:
+    """Known fixed-step methods and at least two distinct positive step counts, else InputError."""
     unknown = [m for m in methods if m not in EXPECTED_ORDER]
     if unknown:
         raise InputError(f"unknown fixed-step method(s) {unknown}; choose from "
@@ -113,7 +114,7 @@ def convergence_study(solve: Callable[[SolverSpec], torch.Tensor], reference: to
         scale: the error's unit (e.g. the norm of the displacement ``‖H(1) − H(0)‖``).
         floor: errors at or below this (same unit) are excluded from the fit.
     """
-    _check_methods(methods, steps)
+    check_methods(methods, steps)
     steps = sorted(int(n) for n in set(steps))
     errors = {m: [] for m in methods}
     for method in methods:

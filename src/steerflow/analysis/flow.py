@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from steerflow.analysis.convergence import DEFAULT_STEPS, EXPECTED_ORDER, _check_methods
+from steerflow.analysis.convergence import DEFAULT_STEPS, EXPECTED_ORDER, check_methods
 from steerflow.errors import CheckpointError, InputError
 
 #: (basis, init) of the depth-refinement models: smooth weights; independent weights per step
@@ -115,7 +115,7 @@ class FlowConfig:
                              f"basis as large as the step count is N₀ independent layers)")
         if self.tolerance < 0:
             raise InputError(f"tolerance must be >= 0, got {self.tolerance}")
-        _check_methods(self.methods, self.steps)  # before minutes of loading, not after
+        check_methods(self.methods, self.steps)  # before minutes of loading, not after
 
 
 def default_cache_dir() -> Path:
