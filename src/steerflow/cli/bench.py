@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
                    help="tokens per sequence (default: min(128, context length))")
     p.add_argument("--reps", type=_positive_int, default=None,
                    help="timed rounds of the latency, solver and generation benchmarks "
-                        "(default 7, 7, 5; quick 5, 5, 3)")
+                        "(default 7, 7, 9; quick 5, 5, 3)")
     p.add_argument("--only", type=_benchmark_list, default=None,
                    help="comma-separated subset of: latency,generate,train,memory,mfu,solver")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
