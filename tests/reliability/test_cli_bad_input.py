@@ -91,12 +91,15 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train/from-missing", ["train", "--task", "steer", "--from", "{missing}", "--out", "{root}/t", *DATA, *Q], 2, "no such checkpoint"),
     ("train/from-pickle", ["train", "--task", "steer", "--from", "{pickle_only}", "--out", "{root}/t", *DATA, *Q], 2, "a pickle file"),
     ("train/steer-bad-sst2-header", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", "--data-dir", "{bad_sst2}", "--cache-dir", "{cache}", *Q], 2, "header"),
+    ("train/out-is-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file", *DATA, *Q], 2, "is a file, not a folder"),
+    ("train/out-inside-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file/run", *DATA, *Q], 2, "a_file is a file"),
     ("train/no-out", ["train", "--config", "tiny"], 2, "--out"),
     # ---------------------------------------------------------------- experiment
     ("experiment gradient-stability/missing-data", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/e", "--data-dir", "{missing}", *Q], 2, "does not exist"),
     ("experiment gradient-stability/negative-steps", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/e", *DATA, "--steps", "-1", *Q], 2, "steps must be >= 1"),
     ("experiment gradient-stability/unknown-preset", ["experiment", "gradient-stability", "--config", "huge", "--out", "{root}/e", *DATA, *Q], 2, "neither a preset"),
     ("experiment gradient-stability/impossible-config", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/e", *DATA, "--set", "n_head=3", *Q], 2, "must divide"),
+    ("experiment gradient-stability/out-is-a-file", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/a_file", *DATA, *Q], 2, "is a file, not a folder"),
     ("experiment/unknown-member", ["experiment", "grokking"], 2, "invalid choice"),
     # ---------------------------------------------------------------- eval steering
     ("eval steering/missing-checkpoint", ["eval", "steering", "{missing}", *SDATA, *Q], 2, "no such checkpoint"),
@@ -109,6 +112,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval steering/negative-samples", ["eval", "steering", "{hybrid}", *SDATA, "--samples", "-1", *Q], 2, "--samples"),
     ("eval steering/zero-prompts", ["eval", "steering", "{hybrid}", *SDATA, "--prompts", "0", *Q], 2, "--prompts"),
     ("eval steering/bad-sst2-header", ["eval", "steering", "{hybrid}", "--base", "{hybrid}", "--data-dir", "{bad_sst2}", "--judge-cache", "{root}/judge", *Q], 2, "header"),
+    ("eval steering/out-is-a-file", ["eval", "steering", "{hybrid}", *SDATA, "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     # ---------------------------------------------------------------- eval invariance
     ("eval invariance/missing-checkpoint", ["eval", "invariance", "{missing}", *DATA, *Q], 2, "no such checkpoint"),
     ("eval invariance/not-a-checkpoint", ["eval", "invariance", "{not_checkpoint}", *DATA, *Q], 2, "config.json: missing"),
@@ -120,6 +124,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval invariance/unknown-solver", ["eval", "invariance", "{hybrid}", *DATA, "--solver", "leapfrog:4", *Q], 2, "unknown solver method"),
     ("eval invariance/negative-batches", ["eval", "invariance", "{hybrid}", *DATA, "--batches", "-2", *Q], 2, "positive integer"),
     ("eval invariance/non-positive-tolerance", ["eval", "invariance", "{hybrid}", *DATA, "--tolerances", "0", *Q], 2, "positive number"),
+    ("eval invariance/out-is-a-file", ["eval", "invariance", "{hybrid}", *DATA, "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     # ---------------------------------------------------------------- eval probe
     ("eval probe/missing-checkpoint", ["eval", "probe", "{missing}", *DATA, *Q], 2, "no such checkpoint"),
     ("eval probe/not-a-checkpoint", ["eval", "probe", "{not_checkpoint}", *DATA, *Q], 2, "config.json: missing"),
@@ -130,6 +135,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval probe/fixed-step-method", ["eval", "probe", "{hybrid}", *DATA, "--methods", "euler", *Q], 2, "adaptive"),
     ("eval probe/negative-rtol", ["eval", "probe", "{hybrid}", *DATA, "--rtol=-1e-3", *Q], 2, "positive number"),
     ("eval probe/negative-examples", ["eval", "probe", "{hybrid}", *DATA, "--examples", "-1", *Q], 2, "positive integer"),
+    ("eval probe/out-is-a-file", ["eval", "probe", "{hybrid}", *DATA, "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     ("eval/unknown-member", ["eval", "vibes", "{hybrid}"], 2, "invalid choice"),
     # ---------------------------------------------------------------- analyze flow
     ("analyze flow/missing-checkpoint", ["analyze", "flow", "{missing}", *DATA, *Q], 2, "no such checkpoint"),
@@ -140,6 +146,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("analyze flow/negative-batch-size", ["analyze", "flow", "{hybrid}", *DATA, "--batch-size", "-1", *Q], 2, "batch_size"),
     ("analyze flow/unknown-method", ["analyze", "flow", "{hybrid}", *DATA, "--methods", "euler,leapfrog", *Q], 2, "unknown fixed-step method"),
     ("analyze flow/negative-steps", ["analyze", "flow", "{hybrid}", *DATA, "--steps", "1,-4", *Q], 2, "step counts must be positive"),
+    ("analyze flow/out-is-a-file", ["analyze", "flow", "{hybrid}", *DATA, "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     ("analyze/unknown-member", ["analyze", "entropy", "{hybrid}"], 2, "invalid choice"),
     # ---------------------------------------------------------------- bench
     ("bench/negative-batch-size", ["bench", "--quick", "--batch-size", "-1"], 2, "positive integer"),
@@ -152,8 +159,10 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("demo/incomplete-data", ["demo", "--config", "tiny", "--out", "{root}/d", "--data-dir", "{data}", *Q], 2, "gpt2-tokenizer/encoder.json"),
     ("demo/zero-threads", ["demo", "--config", "tiny", "--out", "{root}/d", "--threads", "0", *Q], 2, "--threads"),
     ("demo/unknown-scale", ["demo", "--config", "huge"], 2, "invalid choice"),
+    ("demo/out-is-a-file", ["demo", "--config", "tiny", "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     ("reproduce/missing-data", ["reproduce", "--scale", "tiny", "--out", "{root}/r", "--data-dir", "{missing}", *Q], 2, "does not exist"),
     ("reproduce/unknown-scale", ["reproduce", "--scale", "galactic"], 2, "invalid choice"),
+    ("reproduce/out-is-a-file", ["reproduce", "--scale", "tiny", "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
     # ---------------------------------------------------------------- the top level
     ("steerflow/unknown-command", ["fly"], 2, "invalid choice"),
 ]
@@ -166,15 +175,17 @@ def _fill(argv: list[str], zoo) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def prompt_files(zoo) -> None:
-    """Prompt files for the generate cases: empty, Latin-1 encoded, and broken JSON lines."""
+def input_files(zoo) -> None:
+    """Prompt files for the generate cases (empty, Latin-1 encoded, broken JSON lines) and a plain
+    file where an output folder is expected."""
+    (zoo.root / "a_file").write_text("not a folder\n")
     (zoo.root / "empty.txt").write_text("\n  \n")
     (zoo.root / "latin1.txt").write_bytes("un film caf\xe9\n".encode("latin-1"))
     (zoo.root / "broken.jsonl").write_text('{"prompt": "The film"}\n{"prompt": \n')
 
 
 @pytest.mark.parametrize("name, argv, code, needle", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_exit_code(zoo, prompt_files, cli, one_line_error, single_thread,
+def test_bad_input_is_one_line_and_exit_code(zoo, input_files, cli, one_line_error, single_thread,
                                              name, argv, code, needle):
     result = cli(_fill(argv, zoo))
     one_line_error(result, code, needle)
@@ -245,6 +256,22 @@ def test_unexpected_exceptions_are_one_line_without_traceback(zoo, cli, monkeypa
     monkeypatch.setenv("STEERFLOW_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli(["generate", zoo.hybrid, "--prompt", "The film"])
+
+
+def test_os_errors_are_one_line_naming_the_path(cli, monkeypatch):
+    """An OSError that escapes a command (a full disk while a figure is saved, a path that
+    vanished) is the environment, not a bug: one line with the path and the cause, exit 2."""
+    import errno
+
+    from steerflow.cli import info
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/fig1.png")
+
+    monkeypatch.setattr(info, "run", disk_full)
+    result = cli(["info", "--config", "tiny"])
+    assert result.code == 2 and result.out == ""
+    assert result.err_lines == ["steerflow: error: /runs/x/fig1.png: No space left on device"]
 
 
 def test_json_flag_prints_nothing_on_stdout_when_the_command_fails(zoo, cli):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import output_folder
 from steerflow.errors import InputError
 
 
@@ -37,7 +38,8 @@ def add_parser(sub) -> None:
                     "(with --compare) a contractive-field model against the unconstrained one. "
                     "Writes results.json, report.md and PNG figures into --out.")
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (with its tokenizer)")
-    p.add_argument("--out", default="flow_analysis", help="output folder (default: flow_analysis)")
+    p.add_argument("--out", type=output_folder, default="flow_analysis",
+                   help="output folder (default: flow_analysis)")
     p.add_argument("--baseline", help="a discrete baseline checkpoint for the layer statistics")
     p.add_argument("--compare", help="a second hybrid checkpoint; one of the two with "
                                      "field=contractive gives the contractive comparison")

@@ -46,6 +46,23 @@ def existing_dir(path: str) -> Path:
     return p
 
 
+def output_folder(path: str) -> str:
+    """argparse ``type=`` for an output folder: it may not exist yet (the command creates it), but
+    its nearest existing ancestor must be a writable folder — checked when the flags are read,
+    not after the work is done."""
+    import argparse
+    import os
+
+    target = Path(path).expanduser()
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{path}: {'it' if existing == target else existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: {existing} is not writable")
+    return path
+
+
 def load_model(path: str | Path, device: str = "cpu"):
     """Load a checkpoint folder for evaluation (errors are one-line CheckpointErrors)."""
     from steerflow.model.gpt import SteerFlowGPT

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import output_folder
+
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``demo`` and ``reproduce``."""
@@ -26,7 +28,8 @@ def add_parser(sub) -> None:
                     "test, solver probing, and a quick benchmark; write report.md, report.json, "
                     "figures and checkpoints into --out. Re-running with the same --out reuses "
                     "finished stages, so an interrupted demo resumes.")
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--out", type=output_folder, default="runs/demo",
+                   help="run folder (default runs/demo)")
     p.add_argument("--config", default="small", choices=["tiny", "small"],
                    help="small: the real demo (default); tiny: a smoke run in about a minute")
     add_run_options(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import output_folder
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -44,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for small "
                         "models on a busy machine)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=output_folder, default=None,
                    help="folder for results.json, table.md and invariance_sweeps.png")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

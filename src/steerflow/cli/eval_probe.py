@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import output_folder
 from steerflow.cli.eval_invariance import _positive_float, _positive_int
 
 
@@ -56,7 +57,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for small "
                         "models on a busy machine)")
-    p.add_argument("--out", default=None, help="folder for results.json, table.md and figures")
+    p.add_argument("--out", type=output_folder, default=None,
+                   help="folder for results.json, table.md and figures")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

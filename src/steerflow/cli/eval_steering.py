@@ -6,6 +6,8 @@ import argparse
 import contextlib
 from typing import Iterator, Optional
 
+from steerflow.cli.common import output_folder
+
 
 def _floats(text: str) -> tuple[float, ...]:
     """argparse ``type=`` for comma-separated finite numbers."""
@@ -31,7 +33,8 @@ def add_parser(sub) -> None:
                     "ablation. Writes results.json, results.md, fig2.png and tradeoff.png.")
     p.add_argument("checkpoint", help="the steered checkpoint (a `steerflow train --task steer` "
                                       "run folder)")
-    p.add_argument("--out", default=None, help="folder for results (default CKPT/eval-steering)")
+    p.add_argument("--out", type=output_folder, default=None,
+                   help="folder for results (default CKPT/eval-steering)")
     p.add_argument("--json", action="store_true", help="print results.json's object on stdout")
     p.add_argument("--base", default=None, help="the pretrained model steering started from "
                    "(default: --from of the run, read from CKPT/train_config.json)")

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from steerflow.cli.common import output_folder
+
 #: flags echoed into results.json's "command" (the exact call that produced the numbers)
 _ECHO = ("config", "steps", "out", "batch_size", "lr", "warmup_steps", "seed", "eval_batches",
          "test_batches", "threads", "tokenizer", "data_dir", "cache_dir", "device")
@@ -22,7 +24,7 @@ def add_parser(sub) -> None:
                     "and resumes interrupted ones.")
     p.add_argument("--config", default="small", help="model preset or config.json (default: small)")
     p.add_argument("--steps", type=int, help="optimizer steps per model (default: the preset's)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=output_folder, required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a ModelConfig field of both models, e.g. --set alpha_init=0.05")

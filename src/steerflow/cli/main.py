@@ -70,6 +70,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SteerflowError as exc:
         print(f"steerflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a path that cannot be written or read (full disk, read-only, a file)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"steerflow: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # never a raw traceback, unless asked for
         if os.environ.get("STEERFLOW_DEBUG"):
             raise

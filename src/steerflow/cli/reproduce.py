@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import output_folder
+
 
 def add_parser(sub) -> None:
     from steerflow.cli.demo import add_run_options
@@ -17,7 +19,8 @@ def add_parser(sub) -> None:
                     "resumable stage by stage. The report has the demo's layout.")
     p.add_argument("--scale", default="paper", choices=["paper", "small", "tiny"],
                    help="paper (default), or the demo's smaller scales")
-    p.add_argument("--out", default="runs/paper", help="run folder (default runs/paper)")
+    p.add_argument("--out", type=output_folder, default="runs/paper",
+                   help="run folder (default runs/paper)")
     add_run_options(p)
     p.set_defaults(func=run)
 

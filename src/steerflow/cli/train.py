@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from steerflow.cli.common import output_folder
 from steerflow.errors import ConfigError
 
 EXIT_INTERRUPTED = 130
@@ -68,7 +69,8 @@ def add_parser(sub) -> None:
     opt.add_argument("--ode-random-steps", type=int, nargs="+", metavar="N",
                      help="draw the training solver's step count from these at each step")
     run = p.add_argument_group("run")
-    run.add_argument("--out", required=True, help="run folder (created; never wiped)")
+    run.add_argument("--out", type=output_folder, required=True,
+                     help="run folder (created; never wiped)")
     run.add_argument("--resume", action="store_true", default=None,
                      help="continue the run in --out from its last checkpoint")
     for flag, kind, text in (
