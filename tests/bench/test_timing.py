@@ -29,3 +29,16 @@ def test_bad_settings_are_refused():
         time_alternating({"a": lambda: None}, reps=0)
     with pytest.raises(ConfigError):
         paired_ratio(Timing((1.0,)), Timing((1.0, 2.0)))
+
+
+def test_profile_top_ops_name_the_work_and_align_side_by_side():
+    import torch
+
+    from steerflow.bench.profile import side_by_side, top_ops
+
+    a = torch.randn(64, 64)
+    mm = top_ops(lambda: torch.mm(a, a), reps=2)
+    add = top_ops(lambda: a + a, reps=2)
+    assert mm[0]["op"] == "aten::mm" and mm[0]["calls"] == 1.0
+    rows = {r[0]: r for r in side_by_side(mm, add)}
+    assert rows["aten::mm"][3] == "-" and rows["aten::add"][1] == "-"  # each only on its side

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from steerflow.bench.machine import describe
+from steerflow.bench.profile import side_by_side
 from steerflow.cli.common import format_table
 
 
@@ -99,4 +100,8 @@ def format_report(result: dict) -> str:
         "",
         format_table(["figure", "value", "IQR", "target", "detail"], headline_rows(result)),
     ]
+    for what, tables in result.get("profile", {}).items():
+        lines += ["", f"torch.profiler top operators, {what} (self ms per call, calls per call)",
+                  format_table(["operator", "hybrid ms", "calls", "baseline ms", "calls"],
+                               side_by_side(tables["hybrid"], tables["baseline"]))]
     return "\n".join(lines)

@@ -61,6 +61,7 @@ class BenchOptions:
     malloc: str = "reuse"                  # "reuse": keep freed memory in the heap (runtime.py)
     seed: int = 0
     only: tuple[str, ...] = BENCHMARKS
+    profile: bool = False                  # also record torch.profiler top operators
     quick: bool = False
 
     def __post_init__(self) -> None:
@@ -376,6 +377,29 @@ def _solver_difference(block, h, u, plain: SolverSpec, fused: SolverSpec) -> flo
         return float((block(h, u, plain) - block(h, u, fused)).abs().max())
 
 
+# ---------------------------------------------------------------------------- profile
+def bench_profile(c: Contenders, config: ModelConfig, opts: BenchOptions, T: int) -> dict:
+    """torch.profiler top operators of the forward pass and of a training step, both models."""
+    import torch
+
+    from steerflow.bench.profile import top_ops
+
+    def forward(model) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model(c.idx, solver=c.solver)
+        return run
+
+    out = {"forward": {name: top_ops(forward(m), device=opts.device)
+                       for name, m in (("hybrid", c.hybrid), ("baseline", c.baseline))}}
+    hybrid, baseline = build_models(config, opts.device, opts.seed)
+    idx = random_ids(config.vocab_size, (opts.batch_size, T + 1), opts.device, opts.seed)
+    out["train"] = {name: top_ops(train_step_fn(m, idx[:, :-1], idx[:, 1:], config.train_solver,
+                                                opts.device), reps=2, device=opts.device)
+                    for name, m in (("hybrid", hybrid), ("baseline", baseline))}
+    return {"profile": out}
+
+
 # ---------------------------------------------------------------------------- the whole run
 def check_targets(result: dict, config_name: str) -> dict[str, dict]:
     """Each target of issue 8 that this run measured: value, bound and whether it is met.
@@ -448,6 +472,9 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
         elif name == "solver":
             result.update(bench_solver(contenders, config, opts))
         synchronize(opts.device)
+    if opts.profile:
+        say("profile")
+        result.update(bench_profile(contenders, config, opts, T))
     result["machine"]["load_average_end"] = machine_info(opts.device)["load_average"]
     result["targets"] = check_targets(result, opts.config)
     return result

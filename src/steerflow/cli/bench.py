@@ -59,6 +59,9 @@ def add_parser(sub) -> None:
     p.add_argument("--malloc", choices=["reuse", "system"], default=None,
                    help="reuse: keep freed tensor memory in glibc's heap instead of unmapping it "
                         "(default; quick: system)")
+    p.add_argument("--profile", action="store_true",
+                   help="also record torch.profiler top operators of the forward pass and the "
+                        "training step, hybrid beside baseline")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     p.set_defaults(func=run)
@@ -68,7 +71,7 @@ def _options(args: argparse.Namespace):
     from steerflow.bench.suite import BENCHMARKS, BenchOptions
 
     overrides = {"batch_size": args.batch_size, "seq_len": args.seq_len, "device": args.device,
-                 "clock": args.clock, "only": args.only or BENCHMARKS}
+                 "clock": args.clock, "only": args.only or BENCHMARKS, "profile": args.profile}
     if args.threads:
         overrides["threads"] = args.threads
     if args.malloc:
