@@ -84,3 +84,17 @@ def test_any_generation_parameters_work_or_raise_input_error(tiny_model, tempera
         return
     assert out.shape == (1, 3 + max_new_tokens)
     assert int(out.min()) >= 0 and int(out.max()) < tiny_model.config.vocab_size
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-286, 5e-324])
+def test_tiny_temperatures_sample_the_argmax_instead_of_nan(temperature):
+    """Found by the fuzz above: logits / 1e-286 overflowed to ±inf (and 1e-286 is 0 in float32),
+    softmax gave NaN and torch.multinomial raised. As T → 0+ sampling tends to argmax; with the
+    row maximum shifted to 0 first the limit is reached exactly, top-k/top-p or not."""
+    from steerflow.model.gpt import sample_next
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 10  # (B, V)
+    for top_k, top_p in ((None, None), (5, None), (None, 0.5)):
+        token = sample_next(logits, temperature, top_k, top_p,
+                            generator=torch.Generator().manual_seed(1))
+        assert torch.equal(token, logits.argmax(dim=-1))

@@ -332,7 +332,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     """Sample one token id per row from ``logits`` ``(B, V)`` with temperature, top-k, top-p."""
     if greedy:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if not bool(torch.isfinite(scaled).all()):
+        # a tiny temperature overflows logits/T (or is 0 in float32) and softmax would give NaN:
+        # shift by the row maximum and divide in float64 — softmax is shift-invariant, so the
+        # distribution is the same, with the maximum at exactly 0
+        shifted = logits.double() - logits.double().amax(dim=-1, keepdim=True)
+        scaled = (shifted / temperature).float()
+    logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
