@@ -85,6 +85,14 @@ def headline_rows(result: dict) -> list[tuple]:
         add("solver_overhead", _spread(s["ratio"]),
             f"ODE block torchdiffeq {_ms(s['torchdiffeq'])} vs fused {_ms(s['fused'])} "
             f"({s['solver']}, max |diff| {s['max_abs_diff']:.1e})")
+    if "compiled" in result:
+        comp = result["compiled"]
+        speed = comp.get("speedup_over_eager", {})
+        rows.append(("compiled latency_ratio", f"{comp['latency_ratio']:.3f}", _spread(comp["ratio"]),
+                     "", f"torch.compile: hybrid {_ms(comp['hybrid'])}, baseline "
+                         f"{_ms(comp['baseline'])}; compile {comp['compile_s']['hybrid']:.0f} s / "
+                         f"{comp['compile_s']['baseline']:.0f} s"
+                     + (f"; {speed['hybrid']:.2f}x / {speed['baseline']:.2f}x eager" if speed else "")))
     return rows
 
 

@@ -48,7 +48,7 @@ class BenchOptions:
     reps: int = 7
     warmup: int = 2
     train_reps: int = 5
-    gen_batch: int = 1
+    gen_batch: Optional[int] = None        # default: batch_size
     gen_prompt: int = 16
     gen_tokens: int = 64
     gen_reps: int = 9
@@ -62,6 +62,7 @@ class BenchOptions:
     seed: int = 0
     only: tuple[str, ...] = BENCHMARKS
     profile: bool = False                  # also record torch.profiler top operators
+    compile: bool = False                  # also time torch.compile-d forward passes
     quick: bool = False
 
     def __post_init__(self) -> None:
@@ -70,6 +71,8 @@ class BenchOptions:
         unknown = sorted(set(self.only) - set(BENCHMARKS))
         if unknown:
             raise ConfigError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+        if self.gen_batch is None:
+            self.gen_batch = self.batch_size
         for name in ("batch_size", "reps", "train_reps", "gen_batch", "gen_prompt", "gen_tokens",
                      "gen_reps", "matmul_size"):
             if getattr(self, name) < 1:
@@ -166,6 +169,43 @@ def bench_latency(c: Contenders, config: ModelConfig, opts: BenchOptions) -> dic
                     "gflops_per_batch": {"hybrid": h.forward * c.idx.numel() / 1e9,
                                          "baseline": b.forward * c.idx.numel() / 1e9}},
     }
+
+
+def bench_compiled(c: Contenders, config: ModelConfig, opts: BenchOptions,
+                   eager: Optional[dict] = None) -> dict:
+    """Forward latency of ``torch.compile``-d models; compile time (the first call) apart.
+
+    ``eager`` is :func:`bench_latency`'s result, for the compiled / eager speed-up of each model.
+    """
+    import time
+
+    import torch
+
+    compiled = {"hybrid": torch.compile(c.hybrid), "baseline": torch.compile(c.baseline)}
+    compile_s = {}
+    for name, model in compiled.items():
+        synchronize(opts.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model(c.idx, solver=c.solver)
+        synchronize(opts.device)
+        compile_s[name] = time.perf_counter() - start  # wall clock: compilation is not all CPU
+
+    def forward(model) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model(c.idx, solver=c.solver)
+        return run
+
+    t = time_alternating({name: forward(m) for name, m in compiled.items()}, opts.reps,
+                         opts.warmup, opts.device, opts.clock)
+    ratio = paired_ratio(t["hybrid"], t["baseline"])
+    out = {"latency_ratio": ratio.median, "ratio": ratio.as_dict(), "compile_s": compile_s,
+           "hybrid": t["hybrid"].as_dict(), "baseline": t["baseline"].as_dict()}
+    if eager is not None:
+        out["speedup_over_eager"] = {
+            name: eager["latency"][name]["median_ms"] / (t[name].median * 1e3) for name in t}
+    return {"compiled": out}
 
 
 # ---------------------------------------------------------------------------- generation
@@ -472,6 +512,10 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
         elif name == "solver":
             result.update(bench_solver(contenders, config, opts))
         synchronize(opts.device)
+    if opts.compile:
+        say("compiled latency")
+        eager = result if "latency" in result else None
+        result.update(bench_compiled(contenders, config, opts, eager))
     if opts.profile:
         say("profile")
         result.update(bench_profile(contenders, config, opts, T))

@@ -45,6 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per batch (8)")
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="tokens per sequence (default: min(128, context length))")
+    p.add_argument("--gen-batch", type=_positive_int, default=None,
+                   help="sequences generated at once (default: --batch-size)")
     p.add_argument("--reps", type=_positive_int, default=None,
                    help="timed rounds of the latency, solver and generation benchmarks "
                         "(default 7, 7, 9; quick 5, 5, 3)")
@@ -59,6 +61,8 @@ def add_parser(sub) -> None:
     p.add_argument("--malloc", choices=["reuse", "system"], default=None,
                    help="reuse: keep freed tensor memory in glibc's heap instead of unmapping it "
                         "(default; quick: system)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile-d forward passes (compile time reported apart)")
     p.add_argument("--profile", action="store_true",
                    help="also record torch.profiler top operators of the forward pass and the "
                         "training step, hybrid beside baseline")
@@ -71,9 +75,12 @@ def _options(args: argparse.Namespace):
     from steerflow.bench.suite import BENCHMARKS, BenchOptions
 
     overrides = {"batch_size": args.batch_size, "seq_len": args.seq_len, "device": args.device,
-                 "clock": args.clock, "only": args.only or BENCHMARKS, "profile": args.profile}
+                 "clock": args.clock, "only": args.only or BENCHMARKS, "profile": args.profile,
+                 "compile": args.compile}
     if args.threads:
         overrides["threads"] = args.threads
+    if args.gen_batch:
+        overrides["gen_batch"] = args.gen_batch
     if args.malloc:
         overrides["malloc"] = args.malloc
     if args.config:
