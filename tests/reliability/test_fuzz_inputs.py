@@ -98,3 +98,16 @@ def test_tiny_temperatures_sample_the_argmax_instead_of_nan(temperature):
         token = sample_next(logits, temperature, top_k, top_p,
                             generator=torch.Generator().manual_seed(1))
         assert torch.equal(token, logits.argmax(dim=-1))
+
+
+@pytest.mark.parametrize("top_p", [1e-30, 1e-46, 2.3e-183])
+def test_tiny_top_p_keeps_the_likeliest_token(top_p):
+    """Found by the fuzz above: top_p = 2.3e-183 is 0 in float32, so the nucleus rule dropped
+    every token (mass before it >= 0) and multinomial raised. The nucleus always holds the
+    likeliest token, so a tiny top_p samples the argmax."""
+    from steerflow.model.gpt import sample_next
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))  # (B, V)
+    token = sample_next(logits, 1.0, None, top_p, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(token, logits.argmax(dim=-1))
+

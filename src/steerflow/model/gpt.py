@@ -348,6 +348,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         # drop a token when the mass before it already reaches top_p (keeps at least one)
         drop = (cum - sorted_logits.softmax(dim=-1)) >= top_p
+        drop[..., 0] = False  # the likeliest token stays even when top_p rounds to 0 in float32
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
