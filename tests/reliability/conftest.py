@@ -30,7 +30,8 @@ def text_lines(n: int, seed: int) -> str:
 
 
 def write_data_folder(root: Path) -> Path:
-    """A data folder with WikiText-2 splits and SST-2 train/dev files (header sentence<TAB>label)."""
+    """A data folder with WikiText-2 splits and SST-2 train/dev files (header
+    ``sentence<TAB>label``)."""
     (root / "wikitext-2").mkdir(parents=True)
     for split, n, seed in (("train", 200, 0), ("valid", 60, 1), ("test", 60, 2)):
         (root / "wikitext-2" / f"{split}.txt").write_text(text_lines(n, seed), encoding="utf-8")
@@ -102,7 +103,8 @@ def make_stiff(model, lam: float = 1e5, s: float = 10.0, shift: float = 30.0) ->
 
     ``fc_in = s·I`` with bias ``shift`` keeps softplus in its exact linear range (input > 20 for
     |H| < 1), ``fc_out = -s·I`` with bias ``s·shift`` cancels the shift: ``F(H) = -s² H``. An
-    explicit solver is stable only for steps ≲ 3.3/λ, so dopri5 crawls — the textbook stiff ODE.
+    explicit solver is stable only for steps ≲ 3.3/λ, so dopri5 crawls: the textbook stiff
+    ODE.
     """
     import torch
 
@@ -250,7 +252,8 @@ def cli():
 
 
 def assert_one_line_error(result: CliResult, code: int, needle: str = "") -> None:
-    """Exit ``code``, nothing on stdout, exactly one line on stderr holding ``needle``, no traceback."""
+    """Exit ``code``, nothing on stdout, exactly one line on stderr holding ``needle``, no
+    traceback."""
     assert result.code == code, (result.code, result.err)
     assert "Traceback" not in result.err, result.err
     assert len(result.err_lines) == 1, result.err

@@ -29,6 +29,7 @@ SDATA = ["--data-dir", "{data}"]  # eval steering has no token cache
 Q = ["--quiet"]
 
 #: (id, argv with {zoo field} placeholders, expected exit code, text the one error line must hold)
+#: — one case per line, long lines on purpose: the table reads better than wrapped rows
 CASES: list[tuple[str, list[str], int, str]] = [
     # ---------------------------------------------------------------- generate
     ("generate/missing-checkpoint", ["generate", "{missing}", "--prompt", "x"], 2, "no such checkpoint"),
