@@ -1,6 +1,6 @@
 """Steering training on ``tiny`` moves the paper's probe the right way within seconds.
 
-The pretrained tiny model (cloze sentences at u = 0) is steered through the training helper's
+The pretrained tiny model (cloze sentences at u = 0) is steered through the training loop's
 ``train()`` with ``task="steer"`` — the path ``steerflow train --task steer`` takes — so this also
 checks the contract between :func:`steerflow.steer.data.build_steer_source` and the loop.
 """

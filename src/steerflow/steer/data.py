@@ -334,7 +334,7 @@ def steer_examples(kind: str, source, style: TextStyle, control_dim: int = 1, ax
 
 
 def build_steer_source(cfg, model, tokenizer, data_source) -> SteerBatchSource:
-    """The batch source for ``steerflow train --task steer``: the train helper's ``BatchSource``.
+    """The batch source for ``steerflow train --task steer``: the training loop's ``BatchSource``.
 
     Reads ``cfg.steer_data`` (``sst2``, ``cloze`` or a ``.jsonl`` path), ``cfg.seed``, and the
     context from ``cfg.block_size`` when set, else ``model.config.block_size``; the optional
