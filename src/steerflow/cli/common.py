@@ -13,16 +13,17 @@ from steerflow.errors import InputError
 
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout (non-finite floats become null, which JSON allows)."""
-    print(json.dumps(_finite(obj), indent=2))
+    print(json.dumps(json_safe(obj), indent=2))
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None (JSON has no NaN) and tuples as lists."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

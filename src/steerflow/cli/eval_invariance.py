@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from steerflow.cli.common import _finite, eprint, load_model, print_json
+    from steerflow.cli.common import eprint, json_safe, load_model, print_json
     from steerflow.config import SolverSpec
     from steerflow.eval.invariance import (
         InvarianceSettings, format_report, plot_sweeps, require_hybrid, run_invariance,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "results.json", json.dumps(_finite(result), indent=2) + "\n")
+        atomic_write_text(out / "results.json", json.dumps(json_safe(result), indent=2) + "\n")
         atomic_write_text(out / "table.md", report + "\n")
         plot_sweeps(result, out / "invariance_sweeps.png")
     if args.json:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from steerflow.cli.common import _finite, eprint, load_model, print_json
+    from steerflow.cli.common import eprint, json_safe, load_model, print_json
     from steerflow.eval.invariance import require_hybrid, validation_batches
     from steerflow.eval.probe import ProbeSettings, format_report, run_probe, write_figures
     from steerflow.model.hub import atomic_write_text
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         figures = write_figures(result, out)
         data["figures"] = figures
-        atomic_write_text(out / "results.json", json.dumps(_finite(data), indent=2) + "\n")
+        atomic_write_text(out / "results.json", json.dumps(json_safe(data), indent=2) + "\n")
         atomic_write_text(out / "table.md", report + "\n")
     if args.json:
         print_json(data)

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from steerflow.cli.common import _finite, format_table
+from steerflow.cli.common import format_table, json_safe
 from steerflow.model.hub import atomic_write_text
 
 #: paper 1's reported values (MISSION brief), printed beside ours
@@ -66,7 +66,7 @@ def build_report(out: Path, settings, results: dict[str, dict], elapsed: float,
         "bench": results.get("bench", {}),
         "paper": PAPER,
     }
-    return _finite(report)
+    return json_safe(report)
 
 
 def write_report(out: Path, settings, results: dict[str, dict], elapsed: float,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steerflow.cli.common import _finite, format_table
+from steerflow.cli.common import format_table, json_safe
 from steerflow.steer.evaluate import u_key
 
 
@@ -20,7 +20,7 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in obj]
         return obj
 
-    return _finite(clean(results))
+    return json_safe(clean(results))
 
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:

@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 from typing import Any, Optional
 
+from steerflow.cli.common import json_safe
 from steerflow.train.config import TrainConfig
 from steerflow.train.metrics import METRICS_FILE, mean_std, read_metrics
 
@@ -158,20 +159,11 @@ def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
         "comparison": compare(stats),
         "paper": PAPER,
     }
-    atomic_write_text(out / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=2) + "\n")
     atomic_write_text(out / "table.md", format_table(results))
     plot_figure(out, results)
     return results
 
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 # ---------------------------------------------------------------------------- table

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steerflow.cli.common import json_safe
 from steerflow.errors import CheckpointError, ConfigError, DataError, SolverError
 from steerflow.train import checkpoint as ckpt
 from steerflow.train.config import TrainConfig
@@ -559,7 +560,7 @@ class Trainer:
             from steerflow.model.hub import atomic_write_text
 
             atomic_write_text(self.out / SUMMARY_FILE,
-                              json.dumps(_json_safe(result.summary()), indent=2) + "\n")
+                              json.dumps(json_safe(result.summary()), indent=2) + "\n")
             self.log(_summary_line(result))
         barrier(self.ctx)
         self.raw.eval()
@@ -577,15 +578,6 @@ class Trainer:
             evals=evals, interrupted=interrupted, resumed_from=self.resumed_from,
             seconds=self.elapsed(), model=self.raw)
 
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _summary_line(result: TrainResult) -> str:
