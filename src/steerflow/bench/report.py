@@ -78,8 +78,9 @@ def headline_rows(result: dict) -> list[tuple]:
             add(f"{mode}_memory_growth", "", detail)
     if "mfu_detail" in result:
         d = result["mfu_detail"]
-        add("mfu", "", f"{d['achieved_gflops']['hybrid']:.1f} GFLOP/s of a {d['peak_gflops']:.1f} "
-            f"GFLOP/s {d['peak_matmul']['dtype']} matmul peak; baseline {d['mfu']['baseline']:.3f}")
+        add("mfu", "", f"{d['achieved_gflops']['hybrid']:.1f} GFLOP/s; {d['peak_matmul']['n']}² "
+            f"{d['peak_matmul']['dtype']} matmul {d['peak_gflops']:.1f} GFLOP/s in the same rounds "
+            f"(fastest {d['fastest_peak_gflops']:.1f}); baseline {d['mfu']['baseline']:.3f}")
     if "solver" in result:
         s = result["solver"]
         add("solver_overhead", _spread(s["ratio"]),

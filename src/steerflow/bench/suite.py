@@ -282,8 +282,11 @@ def train_step_fn(model, idx, targets, solver: SolverSpec, device: str) -> Calla
     return step
 
 
-def bench_train(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
-    """Training tokens/s hybrid (adjoint, the paper's setting) / baseline; direct backprop beside."""
+def bench_train(config: ModelConfig, opts: BenchOptions, T: int, matmul: bool = False) -> dict:
+    """Training tokens/s hybrid (adjoint, the paper's setting) / baseline; direct backprop beside.
+
+    With ``matmul``, a large matmul joins the alternating rounds, for :func:`bench_mfu`.
+    """
     hybrid, baseline = build_models(config, opts.device, opts.seed)
     direct, _ = build_models(config, opts.device, opts.seed)
     idx = random_ids(config.vocab_size, (opts.batch_size, T + 1), opts.device, opts.seed)
@@ -293,6 +296,8 @@ def bench_train(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
            "baseline": train_step_fn(baseline, x, y, solver, opts.device),
            "hybrid_direct": train_step_fn(direct, x, y, solver.replace(adjoint=False),
                                           opts.device)}
+    if matmul:
+        fns["matmul"] = matmul_fn(opts.matmul_size, opts.device)[0]
     t = time_alternating(fns, opts.train_reps, min(opts.warmup, 1), opts.device, opts.clock)
     tokens = opts.batch_size * T
     ratio = paired_ratio(t["hybrid"], t["baseline"], invert=True)
@@ -301,8 +306,8 @@ def bench_train(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
     return {
         "train_ratio": ratio.median,
         "train": {
-            "tokens_per_s": {name: tokens / t[name].median for name in fns},
-            "step_ms": {name: t[name].as_dict() for name in fns},
+            "tokens_per_s": {name: tokens / t[name].median for name in fns if name != "matmul"},
+            "step_ms": {name: t[name].as_dict() for name in fns if name != "matmul"},
             "ratio": ratio.as_dict(),
             "ratio_direct": paired_ratio(t["hybrid_direct"], t["baseline"], invert=True).median,
             "flop_ratio": h.training / b.training,
@@ -343,42 +348,48 @@ def bench_memory(config: ModelConfig, opts: BenchOptions, T: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- MFU
-def matmul_peak(n: int, device: str, reps: int = 5, clock: str = "wall") -> dict:
-    """Measured peak FLOP/s of an ``n × n`` matmul: fp32 on CPU, bf16 on CUDA (the training dtypes).
-
-    The peak is the fastest of ``reps`` runs (on a shared machine other jobs only ever slow a run
-    down), which makes MFU a conservative figure; the median is reported beside it.
-    """
+def matmul_fn(n: int, device: str) -> tuple[Callable[[], object], float, str]:
+    """An ``n × n`` matmul in the training dtype (fp32 on CPU, bf16 on CUDA), with its FLOPs."""
     import torch
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    t = time_alternating({"mm": lambda: torch.mm(a, b)}, reps, 2, device, clock)["mm"]
-    return {"flops_per_s": 2.0 * n**3 / min(t.samples), "n": n,
-            "dtype": str(dtype).replace("torch.", ""),
-            "median_flops_per_s": 2.0 * n**3 / t.median, "iqr_ms": t.iqr * 1e3}
+    return (lambda: torch.mm(a, b)), 2.0 * n**3, str(dtype).replace("torch.", "")
 
 
 def bench_mfu(config: ModelConfig, opts: BenchOptions, T: int,
               train_timings: Optional[dict[str, Timing]] = None) -> dict:
-    """Achieved training FLOP/s (analytic count) / the measured matmul peak, hybrid and baseline."""
-    if train_timings is None:
-        train_timings = bench_train(config, opts, T)["_train_timings"]
-    peak = matmul_peak(opts.matmul_size, opts.device, clock=opts.clock)
+    """Achieved training FLOP/s (analytic count) / the measured peak of a large matmul.
+
+    The matmul is timed in the same alternating rounds as the training steps (see
+    :func:`bench_train`), so each round's MFU compares a step and the peak under the same load;
+    the figure is the median over rounds. The peak is also reported as the fastest matmul seen.
+    """
+    if train_timings is None or "matmul" not in train_timings:
+        train_timings = bench_train(config, opts, T, matmul=True)["_train_timings"]
+    dtype = "bfloat16" if opts.device.startswith("cuda") else "float32"
+    mm_flops = 2.0 * opts.matmul_size**3
+    mm = train_timings["matmul"]
     tokens = opts.batch_size * T
     counts = {"hybrid": flops_per_token(config, T),
               "baseline": flops_per_token(config.as_baseline(), T),
               "hybrid_direct": flops_per_token(config, T, adjoint=False)}
-    achieved = {name: counts[name].training * tokens / train_timings[name].median
-                for name in counts if name in train_timings}
+    mfu = {}
+    for name, count in counts.items():
+        # per round: (FLOPs / step time) / (matmul FLOPs / matmul time)
+        r = paired_ratio(mm, train_timings[name])
+        mfu[name] = count.training * tokens / mm_flops * r.median
     return {
-        "mfu": achieved["hybrid"] / peak["flops_per_s"],
+        "mfu": mfu["hybrid"],
         "mfu_detail": {
-            "achieved_gflops": {k: v / 1e9 for k, v in achieved.items()},
-            "mfu": {k: v / peak["flops_per_s"] for k, v in achieved.items()},
-            "peak_gflops": peak["flops_per_s"] / 1e9, "peak_matmul": peak,
+            "mfu": mfu,
+            "achieved_gflops": {k: v.training * tokens / train_timings[k].median / 1e9
+                                for k, v in counts.items()},
+            "peak_gflops": mm_flops / mm.median / 1e9,
+            "fastest_peak_gflops": mm_flops / min(mm.samples) / 1e9,
+            "peak_matmul": {"n": opts.matmul_size, "dtype": dtype, **mm.as_dict()},
             "training_flops_per_token": {k: v.training for k, v in counts.items()},
         },
     }
@@ -507,7 +518,7 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
         elif name == "generate":
             result.update(bench_generate(contenders, config, opts))
         elif name == "train":
-            out = bench_train(config, opts, T)
+            out = bench_train(config, opts, T, matmul="mfu" in opts.only)
             train_timings = out.pop("_train_timings")
             result.update(out)
         elif name == "memory":
