@@ -20,8 +20,12 @@ def quick(tmp_path_factory):
     """One ``steerflow bench --quick --json --out FILE`` run, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(["bench", "--quick", "--json", "--out", str(out)])
+    threads = torch.get_num_threads()  # --quick sets one thread for this process: give it back
+    try:
+        with contextlib.redirect_stdout(stdout):
+            code = main(["bench", "--quick", "--json", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     return code, stdout.getvalue(), out
 
 
