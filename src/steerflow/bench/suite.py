@@ -483,7 +483,11 @@ def _configure_runtime(opts: BenchOptions) -> dict:
 
 
 def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Run the selected benchmarks and return one JSON-ready dict (see ``steerflow bench``)."""
+    """Run the selected benchmarks and return one JSON-ready dict (see ``steerflow bench``).
+
+    Sets this process's torch threads (``opts.threads``) and, with ``opts.malloc == "reuse"``,
+    its allocator thresholds (:mod:`steerflow.bench.runtime`) for the rest of its life.
+    """
     import torch
 
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
