@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from steerflow.cli.common import positive_int
 from steerflow.errors import InputError
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _benchmark_list(text: str) -> tuple[str, ...]:
@@ -42,18 +34,18 @@ def add_parser(sub) -> None:
                    help="preset to benchmark (default: paper; tiny with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="the CI smoke test: tiny config, few repetitions, under a minute")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per batch (8)")
-    p.add_argument("--seq-len", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="sequences per batch (8)")
+    p.add_argument("--seq-len", type=positive_int, default=None,
                    help="tokens per sequence (default: min(128, context length))")
-    p.add_argument("--gen-batch", type=_positive_int, default=None,
+    p.add_argument("--gen-batch", type=positive_int, default=None,
                    help="sequences generated at once (default: --batch-size)")
-    p.add_argument("--reps", type=_positive_int, default=None,
+    p.add_argument("--reps", type=positive_int, default=None,
                    help="timed rounds of the latency, solver and generation benchmarks "
                         "(default 7, 7, 9; quick 5, 5, 3)")
     p.add_argument("--only", type=_benchmark_list, default=None,
                    help="comma-separated subset of: latency,generate,train,memory,mfu,solver")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 with --quick)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time (default) or process CPU time, which excludes waiting for a core "

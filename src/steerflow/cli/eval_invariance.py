@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import output_folder, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
                    help="token cache folder (default: $STEERFLOW_CACHE or ~/.cache/steerflow)")
     p.add_argument("--split", choices=["valid", "test"], default="valid",
                    help="WikiText-2 split to evaluate on (default: valid)")
-    p.add_argument("--batches", type=_positive_int, default=4,
+    p.add_argument("--batches", type=positive_int, default=4,
                    help="number of validation batches (default: 4)")
-    p.add_argument("--batch-size", type=_positive_int, default=8,
+    p.add_argument("--batch-size", type=positive_int, default=8,
                    help="windows per batch (default: 8)")
     p.add_argument("--controls", type=float, nargs="+", default=[-1.0, 0.0, 1.0], metavar="U",
                    help="control values u (default: -1 0 1)")
@@ -35,15 +35,15 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", default="dopri5:1e-6",
                    help="float32 reference solver, rtol after the colon, atol = rtol/10 "
                         "(default: dopri5:1e-6)")
-    p.add_argument("--tolerances", type=_positive_float, nargs="+",
+    p.add_argument("--tolerances", type=positive_float, nargs="+",
                    default=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8], metavar="RTOL",
                    help="dopri5 tolerance sweep (default: 1e-3 … 1e-8)")
-    p.add_argument("--steps", type=_positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32],
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32],
                    metavar="N", help="step-count sweep of the training method (default: 1 … 32)")
-    p.add_argument("--threshold", type=_positive_float, default=0.01,
+    p.add_argument("--threshold", type=positive_float, default=0.01,
                    help="pass mark of every metric (default: 0.01 = 1%%)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for small "
                         "models on a busy machine)")
     p.add_argument("--out", type=output_folder, default=None,
@@ -53,24 +53,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

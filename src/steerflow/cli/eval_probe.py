@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from steerflow.cli.common import output_folder
-from steerflow.cli.eval_invariance import _positive_float, _positive_int
+from steerflow.cli.common import positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -24,22 +24,22 @@ def add_parser(sub) -> None:
                         "the Hub)")
     p.add_argument("--cache-dir", default=None,
                    help="token cache folder (default: $STEERFLOW_CACHE or ~/.cache/steerflow)")
-    p.add_argument("--batches", type=_positive_int, default=2,
+    p.add_argument("--batches", type=positive_int, default=2,
                    help="validation batches for NFE counting (default: 2)")
-    p.add_argument("--batch-size", type=_positive_int, default=8,
+    p.add_argument("--batch-size", type=positive_int, default=8,
                    help="windows per batch (default: 8)")
-    p.add_argument("--examples", type=_positive_int, default=16,
+    p.add_argument("--examples", type=positive_int, default=16,
                    help="windows solved one by one for per-example NFE (default: 16)")
     p.add_argument("--us", type=float, nargs="+", metavar="U",
                    default=[-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0],
                    help="controls for NFE against u (default: -2 … 2 in steps of 0.5)")
     p.add_argument("--methods", nargs="+", default=["dopri5", "adaptive_heun"],
                    help="adaptive solvers for NFE against u (default: dopri5 adaptive_heun)")
-    p.add_argument("--rtol", type=_positive_float, default=1e-3,
+    p.add_argument("--rtol", type=positive_float, default=1e-3,
                    help="rtol for NFE against u (default: 1e-3)")
-    p.add_argument("--atol", type=_positive_float, default=1e-4,
+    p.add_argument("--atol", type=positive_float, default=1e-4,
                    help="atol for NFE against u (default: 1e-4)")
-    p.add_argument("--tolerances", type=_positive_float, nargs="+", metavar="RTOL",
+    p.add_argument("--tolerances", type=positive_float, nargs="+", metavar="RTOL",
                    default=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
                    help="dopri5 rtol sweep, atol = rtol/10 (default: 1e-3 … 1e-7)")
     p.add_argument("--tolerance-us", type=float, nargs="+", metavar="U", default=[-1.0, 0.0, 1.0],
@@ -47,14 +47,14 @@ def add_parser(sub) -> None:
     p.add_argument("--taus", type=float, nargs="+", metavar="TAU",
                    default=[0.0, 1 / 6, 1 / 3, 0.5, 0.67, 5 / 6, 1.0],
                    help="depths for the linear probes, from 0 to 1 (default: 0 … 1 incl. 0.5, 0.67)")
-    p.add_argument("--probe-limit", type=_positive_int, default=None,
+    p.add_argument("--probe-limit", type=positive_int, default=None,
                    help="use only the first N SST-2 dev sentences (default: all 872)")
-    p.add_argument("--folds", type=_positive_int, default=5,
+    p.add_argument("--folds", type=positive_int, default=5,
                    help="cross-validation folds of the probes (default: 5)")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
     p.add_argument("--axis", type=int, default=0, help="control axis u is placed on (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest for small "
                         "models on a busy machine)")
     p.add_argument("--out", type=output_folder, default=None,
