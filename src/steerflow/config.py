@@ -43,6 +43,8 @@ def _check_fields(cls: type, data: dict[str, Any]) -> None:
 
 def _type_ok(value: Any, annotation: Any) -> bool:
     """Whether ``value`` matches a (simple) type annotation; bools are not accepted as numbers."""
+    if annotation is Any:
+        return True
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in typing.get_args(annotation))

@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 
 from steerflow.config import ModelConfig, SolverSpec
-from steerflow.errors import InputError, SolverError
+from steerflow.errors import ConfigError, InputError, SolverError
 from steerflow.model.gpt import SteerFlowGPT
 from steerflow.model.ode_block import ODEBlock
 
@@ -45,6 +45,35 @@ def test_alpha_zero_is_exactly_the_model_without_the_ode_span(make_tiny_model, f
     with torch.no_grad():
         hybrid.ode.alpha.fill_(0.5)  # and the ODE block does something once α ≠ 0
     assert not torch.allclose(hybrid(idx, u=1.5)[0], reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("alpha_shape", ["scalar", "channel"])
+def test_reset_alpha_moves_the_scale_into_the_field_without_changing_the_model(make_tiny_model,
+                                                                            alpha_shape):
+    model = make_tiny_model(field="mlp", alpha_shape=alpha_shape)
+    with torch.no_grad():  # a pretrained α: small, and per channel different
+        model.ode.alpha.copy_(0.01 + 0.02 * torch.rand_like(model.ode.alpha))
+    idx = torch.randint(0, 512, (2, 12))
+    u = torch.tensor([[1.0], [-2.0]])
+    before = model(idx, u)[0]
+    old = model.ode.alpha.detach().clone()
+    assert model.ode.reset_alpha_(0.1) == pytest.approx(float(old.mean()))
+    assert torch.all(model.ode.alpha == torch.tensor(0.1))
+    torch.testing.assert_close(model(idx, u)[0], before, rtol=1e-5, atol=1e-5)
+    # α·F is the same product, but F's output layer now carries the old α / 0.1
+    assert not torch.allclose(model.ode.alpha, old)
+    with pytest.raises(ConfigError, match="positive"):
+        model.ode.reset_alpha_(0.0)
+
+
+@pytest.mark.parametrize("field", ["block", "contractive"])
+def test_reset_alpha_is_refused_where_the_field_is_not_linear_in_an_output_layer(make_tiny_model,
+                                                                               field):
+    model = make_tiny_model(field=field)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="not linear"):
+        model.ode.reset_alpha_(0.5)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # nothing changed
 
 
 @pytest.mark.parametrize("field", ["mlp", "block"])

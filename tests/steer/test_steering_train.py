@@ -53,8 +53,10 @@ def test_alpha_stays_fixed_unless_asked_to_train(pretrained_dir, steered, tmp_pa
     from steerflow.train import TrainConfig, train
 
     out, result = steered
+    # default: α is moved into the field (α = 1, steer_alpha_value="auto"), then frozen
+    assert result.alpha_start == result.alpha_end == 1.0
+    assert float(SteerFlowGPT.from_pretrained(out).ode.alpha.detach()) == 1.0
     before = SteerFlowGPT.from_pretrained(pretrained_dir).ode.alpha
-    assert torch.equal(SteerFlowGPT.from_pretrained(out).ode.alpha, before)  # default: frozen
     cfg = TrainConfig(out=str(tmp_path / "trained"), config="tiny", task="steer",
                       init_from=str(pretrained_dir), steer_data="cloze", steps=5, batch_size=8,
                       lr=3e-2, warmup_steps=1, eval_batches=1, test_batches=1, quiet=True,

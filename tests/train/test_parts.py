@@ -26,6 +26,10 @@ def test_config_fills_preset_defaults_and_roundtrips(tmp_path):
         TrainConfig.from_dict({**cfg.to_dict(), "learning_rate": 1.0})
     with pytest.raises(ConfigError, match="steps must be"):
         TrainConfig(out="x", steps=True)  # a bool is not a step count
+    for bad in ("half", 0.0, -0.1, float("nan"), True):
+        with pytest.raises(ConfigError, match="steer_alpha_value"):
+            TrainConfig(out="x", steer_alpha_value=bad)
+    assert TrainConfig(out="x", steer_alpha_value=0.25).steer_alpha_value == 0.25
 
 
 def test_warmup_cosine_schedule():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from steerflow.errors import ConfigError
 from steerflow.train import train
 from steerflow.train.metrics import read_metrics
 
@@ -19,15 +21,17 @@ def test_steering_trains_only_the_ode_block(make_cfg):
     result = train(steer)
     before = load_file(str(Path(lm.out) / "model.safetensors"))
     after = load_file(str(Path(steer.out) / "model.safetensors"))
-    # the ODE block trains; α stays at its pretrained value unless --steer-alpha trained
+    # the ODE block trains; α is first reset to 1 (--steer-alpha-value auto, the F output layer
+    # takes the old α), then stays there unless --steer-alpha trained
     ode = {k for k in before if k.startswith("ode.") and k != "ode.alpha"}
     assert ode and result.trainable_params == sum(before[k].numel() for k in ode)
     for name in before:
-        if name in ode:
+        if name in ode or name == "ode.alpha":
             continue
         assert torch.equal(before[name], after[name]), f"frozen {name} changed"
     assert any(not torch.equal(before[k], after[k]) for k in ode)
-    assert result.alpha_end == result.alpha_start
+    assert float(before["ode.alpha"]) != 1.0
+    assert float(after["ode.alpha"]) == result.alpha_start == result.alpha_end == 1.0
     train_records = read_metrics(Path(steer.out) / "metrics.jsonl", "train")
     # the steering loss falls: the field learns to use u on the cloze sentences
     assert train_records[-1]["loss"] < train_records[0]["loss"]
@@ -43,3 +47,30 @@ def test_steering_with_discrete_blocks(make_cfg):
     result = train(steer)
     counts = result.model.param_counts()
     assert result.trainable_params == counts.ode - 1 + counts.discrete_blocks  # α (a scalar) frozen
+
+
+def test_steer_alpha_value_keep_and_number(make_cfg):
+    lm = make_cfg("lm3", steps=4)
+    train(lm)
+    pretrained = float(load_file(str(Path(lm.out) / "model.safetensors"))["ode.alpha"])
+    kept = train(make_cfg("keep", task="steer", init_from=lm.out, steer_data="cloze",
+                          tokenizer=None, steps=1, steer_alpha_value="keep"))
+    assert kept.alpha_start == pretrained
+    set_to = train(make_cfg("set", task="steer", init_from=lm.out, steer_data="cloze",
+                            tokenizer=None, steps=1, steer_alpha_value=0.5))
+    assert set_to.alpha_start == set_to.alpha_end == 0.5
+    init = train(make_cfg("init", task="steer", init_from=lm.out, steer_data="cloze",
+                          tokenizer=None, steps=1, steer_alpha_value="init"))
+    assert init.alpha_start == torch.tensor(0.1).item()  # the tiny preset's alpha_init
+
+
+def test_steer_alpha_value_auto_keeps_alpha_of_a_field_it_cannot_rescale(make_cfg):
+    lm = make_cfg("lm4", steps=2, model_overrides={"field": "block"})
+    train(lm)
+    pretrained = float(load_file(str(Path(lm.out) / "model.safetensors"))["ode.alpha"])
+    auto = train(make_cfg("auto", task="steer", init_from=lm.out, steer_data="cloze",
+                          tokenizer=None, steps=1))
+    assert auto.alpha_start == pretrained
+    with pytest.raises(ConfigError, match="linear in its output layer"):
+        train(make_cfg("number", task="steer", init_from=lm.out, steer_data="cloze",
+                       tokenizer=None, steps=1, steer_alpha_value=1.0))

@@ -45,6 +45,11 @@ def add_parser(sub) -> None:
                       help="--task steer: keep the ODE block's α fixed (default; Adam grows a "
                            "trained scalar α about one lr per step until the solve diverges) "
                            "or train it")
+    what.add_argument("--steer-alpha-value", type=_alpha_value, metavar="{auto,keep,init,A}",
+                      help="--task steer: first rewrite α·F with α = A and F's output layer "
+                           "scaled to match (the same model; Adam then moves α·F by A·lr per "
+                           "step, not α·lr). auto (default): A = 1 for the mlp field, else keep; "
+                           "keep: α as pretrained; init: the config's alpha_init")
     what.add_argument("--lm-u", choices=["zero", "random"],
                       help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
     data = p.add_argument_group("data")
@@ -95,6 +100,22 @@ def add_parser(sub) -> None:
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bar or logs")
     run.add_argument("--json", action="store_true", help="print summary.json's content on stdout")
     p.set_defaults(func=run_command)
+
+
+def _alpha_value(text: str) -> Any:
+    """``auto``, ``keep``, ``init`` or a positive number (argparse type of --steer-alpha-value)."""
+    from steerflow.train.config import STEER_ALPHA_VALUES
+
+    if text in STEER_ALPHA_VALUES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, keep, init or a number, got {text!r}"
+                                         ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"α must be positive, got {text}")
+    return value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

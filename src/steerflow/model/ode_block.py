@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from steerflow.config import ModelConfig, SolverSpec
-from steerflow.errors import InputError, SolverError
+from steerflow.errors import ConfigError, InputError, SolverError
 from steerflow.model.layers import KVCache
 from steerflow.model.vector_fields import VectorField, build_field
 
@@ -174,6 +174,22 @@ class ODEBlock(nn.Module):
         shape = () if config.alpha_shape == "scalar" else (config.n_embd,)
         self.alpha = nn.Parameter(torch.full(shape, float(config.alpha_init)))
         self.last_stats: Optional[SolveStats] = None
+
+    @torch.no_grad()
+    def reset_alpha_(self, value: float) -> float:
+        """Re-express ``α·F`` as ``value·F'`` with ``F' = (α / value)·F``: the same function.
+
+        α and the scale of F's output layer are redundant, but not to Adam: a step moves each
+        weight by about one learning rate, so it moves α·F by about α·lr. After a pretraining that
+        shrank α (the `small` LM: 0.1 → 0.009 in 1500 steps), a frozen-α steering run learns
+        ``value / α`` times slower than this reparametrisation lets it. Returns the old α (mean).
+        """
+        if not value > 0:
+            raise ConfigError(f"α must be reset to a positive value, got {value}")
+        old = self.alpha.detach().clone()
+        self.field.scale_output_(old / value)
+        self.alpha.fill_(value)
+        return float(old.mean())
 
     def forward(self, h: torch.Tensor, u: torch.Tensor, solver: SolverSpec,
                 caches: Optional[Sequence[KVCache]] = None) -> torch.Tensor:

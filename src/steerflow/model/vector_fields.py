@@ -72,6 +72,26 @@ class VectorField(nn.Module):
                 cache: Optional[KVCache] = None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def output_layers(self) -> list[nn.Linear]:
+        """The layers whose outputs F is a sum of, so ``F(c·W) = c·F(W)`` for these weights.
+
+        Empty when F is not linear in its output layers (then α cannot be moved into F).
+        """
+        return []
+
+    @torch.no_grad()
+    def scale_output_(self, factor: torch.Tensor) -> None:
+        """Multiply F by ``factor`` (a scalar or one value per channel) in place, exactly."""
+        layers = self.output_layers()
+        if not layers:
+            raise ConfigError(f"{type(self).__name__} is not linear in an output layer; its "
+                              f"output cannot be rescaled")
+        for layer in layers:
+            column = factor.reshape(-1, 1) if factor.ndim else factor  # rows = output channels
+            layer.weight.mul_(column)
+            if layer.bias is not None:
+                layer.bias.mul_(factor)
+
 
 def _control_width(config: ModelConfig) -> int:
     # with additive injection u enters through `u_proj`, not through the concatenated input
@@ -100,11 +120,15 @@ class MLPField(VectorField):
         x = self.fc_in(self.norm(h), tau, u if self.u_proj is None else None)
         return self.fc_out(self.act(x))
 
+    def output_layers(self) -> list[nn.Linear]:
+        return [self.fc_out]
+
 
 class BlockField(VectorField):
     """A causal transformer block as the field: ``F(H) = a + MLP_u(LN₂(H + a))``, ``a = Attn(LN₁(H))``.
 
     ``H + F(H)`` is exactly a pre-LN block, so a 1-step Euler solve is one transformer layer.
+    F is not linear in an output layer (the MLP reads ``H + a``), so α cannot be moved into it.
     """
 
     position_wise = False

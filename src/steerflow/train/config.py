@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from steerflow.config import PRESETS, ModelConfig, _check_fields, _check_types
 from steerflow.errors import ConfigError
@@ -31,18 +31,21 @@ DTYPES = ("float32", "bfloat16")
 NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random")
 STEER_ALPHA = ("frozen", "trained")
+STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
 EXPLODE_MIN_HISTORY = 10
 
 #: Training defaults per model preset (used for fields left at None). ``small``: 300 steps of
 #: 32 × 64 tokens at about 0.75 CPU-seconds per step (about 2-4 minutes on 2 cores); lr 3e-3 beat
 #: 1e-3 and 6e-3 in a 100-step sweep on WikiText-2 (docs/results/gradient_stability_small.md).
-#: ``paper`` follows paper 1 (500 steps; its batch size and learning rate are not given, these
-#: are ours).
+#: ``paper`` follows paper 1: 500 steps of 8 × 128 tokens. The paper does not state its training
+#: batch; it times inference on batches of 8 (Experiment 4), and its 500-step loss (6.45-6.47)
+#: fits about half a million training tokens, so we train on 8 too. Its learning rate is not
+#: given; 1e-3 is ours.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": dict(steps=40, batch_size=8, lr=3e-3, warmup_steps=4),
     "small": dict(steps=300, batch_size=32, lr=3e-3, warmup_steps=30),
-    "paper": dict(steps=500, batch_size=32, lr=1e-3, warmup_steps=50),
+    "paper": dict(steps=500, batch_size=8, lr=1e-3, warmup_steps=50),
     "gpt2": dict(steps=2000, batch_size=32, lr=6e-4, warmup_steps=200),
 }
 _GENERIC_DEFAULTS = TRAIN_DEFAULTS["small"]
@@ -76,6 +79,17 @@ class TrainConfig:
         steer_alpha: with ``task="steer"``, ``frozen`` (default) keeps α at its pretrained value;
             ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
             learning rate per step and the steering run diverges once α ≈ 1).
+        steer_alpha_value: with ``task="steer"``, before the first step re-express the ODE block's
+            ``α·F`` with α set to this value and F's output layer scaled to match (the model is
+            unchanged; :meth:`~steerflow.model.ode_block.ODEBlock.reset_alpha_`). Adam moves
+            each weight by about one learning rate per step, so it moves α·F by about α·lr: a
+            pretraining that shrank α (the 1500-step ``small`` LM: 0.1 → 0.009) leaves a
+            frozen-α steering run learning that much slower. ``auto`` (default) sets α = 1 where
+            the field is linear in its output layer (``mlp``) and keeps α otherwise; ``keep``
+            leaves α as pretrained; ``init`` uses the config's ``alpha_init``; a number sets it.
+            Measured on cloze steering of that LM, 400 steps (docs/results/steering_small.md):
+            share P(good)/(P(good)+P(bad)) at u = +1 / −1 of 0.654 / 0.648 with α kept,
+            0.543 / 0.431 with α = 0.1, 0.816 / 0.093 with α = 1.
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
@@ -124,6 +138,7 @@ class TrainConfig:
     steer_axis: int = 0
     train_discrete: bool = False
     steer_alpha: str = "frozen"
+    steer_alpha_value: Union[str, float] = "auto"
     tokenizer: Optional[str] = None
     data_dir: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -217,6 +232,13 @@ class TrainConfig:
         if self.steer_alpha not in STEER_ALPHA:
             raise ConfigError(f"steer_alpha must be one of {', '.join(STEER_ALPHA)}, got "
                               f"{self.steer_alpha!r}")
+        if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
+                isinstance(self.steer_alpha_value, (int, float))
+                and not isinstance(self.steer_alpha_value, bool)
+                and math.isfinite(self.steer_alpha_value) and self.steer_alpha_value > 0):
+            raise ConfigError(f"steer_alpha_value must be one of {', '.join(STEER_ALPHA_VALUES)} or "
+                              f"a positive number, got "
+                              f"{self.steer_alpha_value!r}")
         if self.warmup_steps < 0 or self.seed < 0 or self.steer_axis < 0:
             raise ConfigError(f"warmup_steps, seed and steer_axis must be >= 0, got "
                               f"{self.warmup_steps}, {self.seed}, {self.steer_axis}")

@@ -273,6 +273,22 @@ class Trainer:
         barrier(self.ctx)
         return fn()
 
+    def _reset_alpha(self, model: nn.Module) -> None:
+        """``TrainConfig.steer_alpha_value``: move α's scale into the field (same function)."""
+        value = self.cfg.steer_alpha_value
+        ode = getattr(model, "ode", None)
+        if value == "keep" or ode is None:
+            return
+        if not ode.field.output_layers():
+            if value == "auto":
+                return  # only a field linear in its output layer takes the reparametrisation
+            raise ConfigError(f"steer_alpha_value={value!r} needs a field that is linear in its "
+                              f"output layer (mlp); this model's field is {model.config.field!r}")
+        target = {"auto": 1.0, "init": model.config.alpha_init}.get(value, value)
+        old = ode.reset_alpha_(float(target))
+        self.log(f"steering α: {old:.4g} → {target:.4g} with the field's output layer scaled by "
+                 f"{old / target:.4g} (the same model)")
+
     def _model(self, model: Optional[nn.Module]) -> nn.Module:
         from steerflow.model.gpt import SteerFlowGPT
 
@@ -290,6 +306,7 @@ class Trainer:
                               f"{model.config.block_size}")
         model.tokenizer = self.tokenizer
         if cfg.task == "steer":
+            self._reset_alpha(model)  # a resumed run overwrites the weights with its own state
             freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained")
         model.to(self.ctx.device).train()
         counts = model.param_counts()
