@@ -74,3 +74,20 @@ def test_steer_alpha_value_auto_keeps_alpha_of_a_field_it_cannot_rescale(make_cf
     with pytest.raises(ConfigError, match="linear in its output layer"):
         train(make_cfg("number", task="steer", init_from=lm.out, steer_data="cloze",
                        tokenizer=None, steps=1, steer_alpha_value=1.0))
+
+
+def test_discriminative_steering_logs_the_lm_loss_and_changes_the_update(make_cfg):
+    lm = make_cfg("lm5", steps=2)
+    train(lm)
+    common = dict(task="steer", init_from=lm.out, steer_data="cloze", tokenizer=None, steps=2,
+                  batch_size=8, lr=3e-3, warmup_steps=0)
+    plain = train(make_cfg("plain", **common))
+    gedi = train(make_cfg("gedi", steer_discriminative=0.5, **common))
+    plain_loss = [r["loss"] for r in read_metrics(Path(plain.out) / "metrics.jsonl", "train")]
+    gedi_loss = [r["loss"] for r in read_metrics(Path(gedi.out) / "metrics.jsonl", "train")]
+    # step 1 is scored before any update: the logged loss is the LM loss at the true u in both runs
+    assert gedi_loss[0] == plain_loss[0]
+    # and the discriminative term changed the first update, so step 2 differs
+    assert gedi_loss[1] != plain_loss[1]
+    with pytest.raises(ConfigError, match="steer_discriminative"):
+        make_cfg("bad", steer_discriminative=1.0)

@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
                            "scaled to match (the same model; Adam then moves α·F by A·lr per "
                            "step, not α·lr). auto (default): A = 1 for the mlp field, else keep; "
                            "keep: α as pretrained; init: the config's alpha_init")
+    what.add_argument("--steer-discriminative", type=float, metavar="W",
+                      help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "
+                           "+ W (-log P(u | x)) with P(u | x) from the likelihoods at u and -u "
+                           "(default 0: the paper's LM loss; a step costs twice as much)")
     what.add_argument("--lm-u", choices=["zero", "random"],
                       help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
     data = p.add_argument_group("data")

@@ -90,6 +90,10 @@ class TrainConfig:
             Measured on cloze steering of that LM, 400 steps (docs/results/steering_small.md):
             share P(good)/(P(good)+P(bad)) at u = +1 / −1 of 0.654 / 0.648 with α kept,
             0.543 / 0.431 with α = 0.1, 0.816 / 0.093 with α = 1.
+        steer_discriminative: with ``task="steer"``, the weight w of GeDi's discriminative term:
+            the loss is ``(1 − w)·LM + w·(−log P(u | x))`` with ``P(u | x)`` from the model's own
+            likelihoods at u and −u (:mod:`steerflow.steer.objective`); 0 (default) is the
+            paper's LM loss. Doubles the cost of a step (u and −u in one batch).
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
@@ -139,6 +143,7 @@ class TrainConfig:
     train_discrete: bool = False
     steer_alpha: str = "frozen"
     steer_alpha_value: Union[str, float] = "auto"
+    steer_discriminative: float = 0.0
     tokenizer: Optional[str] = None
     data_dir: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -232,6 +237,9 @@ class TrainConfig:
         if self.steer_alpha not in STEER_ALPHA:
             raise ConfigError(f"steer_alpha must be one of {', '.join(STEER_ALPHA)}, got "
                               f"{self.steer_alpha!r}")
+        if not 0.0 <= self.steer_discriminative < 1.0:
+            raise ConfigError(f"steer_discriminative must be in [0, 1), got "
+                              f"{self.steer_discriminative}")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
                 isinstance(self.steer_alpha_value, (int, float))
                 and not isinstance(self.steer_alpha_value, bool)

@@ -36,6 +36,7 @@ from torch import nn
 
 from steerflow.cli.common import json_safe
 from steerflow.errors import CheckpointError, ConfigError, DataError, SolverError
+from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood
 from steerflow.train import checkpoint as ckpt
 from steerflow.train.config import TrainConfig
 from steerflow.train.consistency import capture_for, penalty_term, training_solver
@@ -405,17 +406,32 @@ class Trainer:
 
     def _micro_step(self, x, y, u, n_global: int, step: int = 0) -> torch.Tensor:
         device = self.ctx.device
+        x, y = x.to(device), y.to(device)
+        u = None if u is None else u.to(device)
         solver = training_solver(self.raw, self.cfg, step)  # None: the model's train_solver
+        w_disc = self.cfg.steer_discriminative if self.cfg.task == "steer" else 0.0
+        if w_disc:
+            # u and its contrast −u in one forward pass (DDP allows one forward per backward)
+            x_in, u_in = torch.cat([x, x]), torch.cat([u, -u])
+        else:
+            x_in, u_in = x, u
         with self._autocast(), capture_for(self.raw, self.cfg) as capture:
-            logits, _ = self.model(x.to(device), None if u is None else u.to(device),
-                                   solver=solver)  # (b, T, V)
+            logits, _ = self.model(x_in, u_in, solver=solver)  # (b or 2b, T, V)
+        if w_disc:
+            logits, logits_contrast = logits.chunk(2)
         # Σ CE over this micro-batch's targets; × W / N so DDP's mean over W ranks gives Σ/N
-        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(),
+        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                    ignore_index=-1, reduction="sum")
         share = x.shape[0] * self.ctx.world_size / self.cfg.batch_size
         with self._autocast():
             extra = penalty_term(self.raw, self.cfg, capture, share, solver)  # 0 unless ode_consistency
-        (loss_sum * (self.ctx.world_size / n_global) + extra).backward()
+        objective = loss_sum * (self.ctx.world_size / n_global)
+        if w_disc:
+            disc = discriminative_loss(sequence_log_likelihood(logits, y),
+                                       sequence_log_likelihood(logits_contrast, y))  # (b,)
+            # GeDi's mix; the mean over the micro-batch × share gives the global mean under DDP
+            objective = (1 - w_disc) * objective + w_disc * share * disc.mean()
+        (objective + extra).backward()
         return loss_sum.detach()
 
     def train_step(self, step: int) -> dict[str, Any]:
