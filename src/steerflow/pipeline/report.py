@@ -119,7 +119,7 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         p = probe.get(key, {})
         paper = PAPER["probe"][key]
         rows.append((f"probe \"The movie was\" u={key}: P(good) / P(bad)",
-                     f"{_num(p.get('p_good'), '.3f')} / {_num(p.get('p_bad'), '.3f')}",
+                     f"{_num(p.get('p_good'), '.3g')} / {_num(p.get('p_bad'), '.3g')}",
                      f"{paper[0]:.3f} / {paper[1]:.3f}"))
     for key in ("+1", "0", "-1"):
         rates = _get(r, "steering", "open_ended", key, "positive_rate", default={})
