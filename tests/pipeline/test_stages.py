@@ -78,3 +78,16 @@ def test_a_changed_setting_reruns_the_first_stage_using_it_and_every_later_one(t
     calls.clear()
     StageRunner(tmp_path, stages(calls), {**base, "b_opt": 2, "c_opt": 2}, log=quiet).run()
     assert calls == ["b", "c"]
+
+
+def test_eta_ignores_a_stage_that_reused_earlier_work(tmp_path):
+    def instant(ctx):
+        return {}  # e.g. its training runs were already finished: no measure of speed
+
+    stages = [Stage("a", "A", instant, estimate_s=100.0), Stage("b", "B", instant, estimate_s=100.0),
+              Stage("c", "C", instant, estimate_s=100.0)]
+    lines = []
+    StageRunner(tmp_path, stages, {}, log=lines.append).run()
+    etas = [line.split("ETA ~")[1].rstrip(")") for line in lines if "ETA" in line]
+    # without the rule, a's instant finish would scale every later estimate to about 0 s
+    assert etas == ["5.0 min", "3.3 min", "1.7 min"]

@@ -104,6 +104,7 @@ class StageRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total_estimate = sum(s.estimate_s for s in self.stages) or 1.0
         done_estimate, spent = 0.0, 0.0
+        timed_estimate, timed_spent = 0.0, 0.0  # the stages that say how fast this machine is
         for i, stage in enumerate(self.stages, 1):
             record = self.load_record(stage)
             if record is not None:
@@ -112,7 +113,7 @@ class StageRunner:
                 done_estimate += stage.estimate_s
                 self.log(f"[{i}/{len(self.stages)}] {stage.title}: reused from {self.record_path(stage)}")
                 continue
-            speed = spent / done_estimate if spent > 0 and done_estimate > 0 else 1.0
+            speed = timed_spent / timed_estimate if timed_spent > 0 and timed_estimate > 0 else 1.0
             remaining = (total_estimate - done_estimate) * speed
             self.log(f"[{i}/{len(self.stages)}] {stage.title} (overall ETA ~{_fmt(remaining)})")
             start = time.perf_counter()
@@ -127,8 +128,16 @@ class StageRunner:
             self.elapsed[stage.name] = elapsed
             spent += elapsed
             done_estimate += stage.estimate_s
+            if elapsed >= REUSED_WORK_FRACTION * stage.estimate_s:
+                timed_spent += elapsed
+                timed_estimate += stage.estimate_s
             self.log(f"      done in {_fmt(elapsed)}")
         return self.context.results
+
+
+#: a stage that finishes in under this fraction of its estimate reused earlier work inside it (e.g.
+#: finished training runs) and says nothing about this machine's speed: the ETA ignores it
+REUSED_WORK_FRACTION = 0.1
 
 
 def _fmt(seconds: float) -> str:
