@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from steerflow.config import ModelConfig
 from steerflow.pipeline.demo import SCALES, Environment
 from steerflow.pipeline.estimate import estimate_seconds
@@ -26,3 +28,25 @@ def test_estimate_is_a_positive_duration_that_covers_the_training_steps():
     assert math.isfinite(est["total_s"]) and est["total_s"] > est["train_s"] > 0
     # two LM trainings of lm_steps steps each, at the least
     assert est["train_s"] >= 2 * settings.lm_steps * est["step_s"]
+
+
+def test_expected_duration_rescales_the_stage_etas(tmp_path, monkeypatch):
+    from steerflow.pipeline import demo
+
+    seen = {}
+
+    class Runner:  # records the stage estimates run_pipeline hands to the runner, runs nothing
+        def __init__(self, out, stages, settings, log):
+            seen["total"] = sum(stage.estimate_s for stage in stages)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "StageRunner", Runner)
+    monkeypatch.setattr(demo, "_source", lambda env: None)
+    for expected in (None, 1234.0):
+        try:
+            demo.run_pipeline(tmp_path, SCALES["paper"], Environment(), expected_s=expected)
+        except KeyboardInterrupt:
+            pass
+        if expected is None:
+            built_in = seen["total"]
+    assert built_in > 0 and seen["total"] == pytest.approx(1234.0)

@@ -39,4 +39,4 @@ def run(args: argparse.Namespace) -> int:
         eprint(f"estimated duration on this machine: {estimate['total_s'] / 60:.0f} min "
                f"({estimate['step_s']:.2f} s per training step of the {settings.config} hybrid "
                f"on {estimate['device']}; evaluation stages extrapolated)")
-    return finish(run_pipeline(args.out, settings, env), args)
+    return finish(run_pipeline(args.out, settings, env, expected_s=estimate["total_s"]), args)

@@ -380,15 +380,24 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
     ]
 
 
-def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Environment()
-                 ) -> dict[str, Any]:
-    """Run (or resume) every stage into ``out`` and write ``report.md`` and ``report.json``."""
+def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Environment(),
+                 expected_s: Optional[float] = None) -> dict[str, Any]:
+    """Run (or resume) every stage into ``out`` and write ``report.md`` and ``report.json``.
+
+    ``expected_s`` (e.g. :func:`~steerflow.pipeline.estimate.estimate_seconds`' ``total_s``)
+    rescales the stages' built-in estimates so that the progress ETA starts from it.
+    """
     from steerflow.pipeline.report import write_report
 
     out = Path(out)
     start = time.perf_counter()
     _source(env)  # fail fast, with the one clear message, when no data can be found
-    runner = StageRunner(out, build_stages(settings, env), dataclasses.asdict(settings),
+    stages = build_stages(settings, env)
+    if expected_s is not None and expected_s > 0:
+        factor = expected_s / sum(stage.estimate_s for stage in stages)
+        stages = [dataclasses.replace(stage, estimate_s=stage.estimate_s * factor)
+                  for stage in stages]
+    runner = StageRunner(out, stages, dataclasses.asdict(settings),
                          log=(lambda _m: None) if env.quiet else _log)
     results = runner.run()
     elapsed = time.perf_counter() - start
