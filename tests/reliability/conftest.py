@@ -74,6 +74,7 @@ class Zoo:
     data: Path            # a good data folder (wikitext-2/, sst2/)
     cache: Path           # a prepared-data cache shared by the tests
     hybrid: Path          # a tiny hybrid with its tokenizer
+    block_hybrid: Path    # the same with a transformer-block vector field
     discrete: Path        # the discrete baseline of that shape
     truncated: Path       # the hybrid with model.safetensors cut in half
     not_checkpoint: Path  # an existing folder without config.json
@@ -145,6 +146,7 @@ def zoo(tmp_path_factory) -> Zoo:
     torch.manual_seed(0)
     hybrid = save("h1", SteerFlowGPT(ModelConfig.from_name("tiny", **tiny)))
     discrete = save("b1", SteerFlowGPT(ModelConfig.from_name("tiny", ode_span=None, **tiny)))
+    block_hybrid = save("h1-block", SteerFlowGPT(ModelConfig.from_name("tiny", field="block", **tiny)))
     no_tokenizer = save("h2", SteerFlowGPT(ModelConfig.from_name("tiny", **tiny)), None)
 
     truncated = root / "h3"
@@ -189,7 +191,8 @@ def zoo(tmp_path_factory) -> Zoo:
         return folder
 
     return Zoo(
-        root=root, data=data, cache=root / "cache", hybrid=hybrid, discrete=discrete,
+        root=root, data=data, cache=root / "cache", hybrid=hybrid, block_hybrid=block_hybrid,
+        discrete=discrete,
         truncated=truncated, not_checkpoint=not_checkpoint, pickle_only=pickle_only,
         pickle_renamed=pickle_renamed, other_version=other_version, other_config=other_config,
         no_tokenizer=no_tokenizer, stiff=stiff, diverging=diverging, marker=marker,
