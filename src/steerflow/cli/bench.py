@@ -9,7 +9,6 @@ from steerflow.cli.common import positive_int
 from steerflow.errors import InputError
 
 
-
 def _benchmark_list(text: str) -> tuple[str, ...]:
     from steerflow.bench.suite import BENCHMARKS
 

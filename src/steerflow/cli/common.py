@@ -52,7 +52,6 @@ def output_folder(path: str) -> str:
     """argparse ``type=`` for an output folder: it may not exist yet (the command creates it), but
     its nearest existing ancestor must be a writable folder — checked when the flags are read,
     not after the work is done."""
-    import argparse
     import os
 
     target = Path(path).expanduser()

@@ -53,8 +53,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path

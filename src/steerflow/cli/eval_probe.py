@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
-from steerflow.cli.common import positive_float, positive_int
+from steerflow.cli.common import output_folder, positive_float, positive_int
 
 
 def add_parser(sub) -> None:

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import output_folder, positive_float
 from steerflow.errors import ConfigError
 
 EXIT_INTERRUPTED = 130
@@ -113,13 +113,10 @@ def _alpha_value(text: str) -> Any:
     if text in STEER_ALPHA_VALUES:
         return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, keep, init or a number, got {text!r}"
-                                         ) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"α must be positive, got {text}")
-    return value
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, keep, init or a positive number, got "
+                                         f"{text!r}") from None
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

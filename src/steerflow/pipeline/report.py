@@ -7,7 +7,7 @@ import datetime
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from steerflow.cli.common import format_table, json_safe
 from steerflow.model.hub import atomic_write_text

@@ -245,8 +245,7 @@ class TrainConfig:
                 and not isinstance(self.steer_alpha_value, bool)
                 and math.isfinite(self.steer_alpha_value) and self.steer_alpha_value > 0):
             raise ConfigError(f"steer_alpha_value must be one of {', '.join(STEER_ALPHA_VALUES)} or "
-                              f"a positive number, got "
-                              f"{self.steer_alpha_value!r}")
+                              f"a positive number, got {self.steer_alpha_value!r}")
         if self.warmup_steps < 0 or self.seed < 0 or self.steer_axis < 0:
             raise ConfigError(f"warmup_steps, seed and steer_axis must be >= 0, got "
                               f"{self.warmup_steps}, {self.seed}, {self.steer_axis}")

@@ -165,7 +165,6 @@ def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
     return results
 
 
-
 # ---------------------------------------------------------------------------- table
 def _fmt(value: Any, spec: str = ".4g") -> str:
     if value is None:
