@@ -97,6 +97,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train/steer-alpha-value-block-field", ["train", "--task", "steer", "--from", "{block_hybrid}", "--out", "{root}/t", *DATA, "--steer-alpha-value", "1", *Q], 2, "linear in its output layer"),
     ("train/steer-discriminative-one", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", *DATA, "--steer-discriminative", "1", *Q], 2, "steer_discriminative must be in [0, 1)"),
     ("train/steer-discriminative-word", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", *DATA, "--steer-discriminative", "lots", *Q], 2, "invalid float value"),
+    ("train/steer-anchor-negative", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", *DATA, "--steer-anchor", "-1", *Q], 2, "steer_anchor must be a finite number >= 0"),
+    ("train/steer-anchor-lm-task", ["train", "--out", "{root}/t", *DATA, "--steer-anchor", "1", *Q], 2, "steer_anchor applies to task='steer' only"),
     ("train/out-is-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file", *DATA, *Q], 2, "is a file, not a folder"),
     ("train/out-inside-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file/run", *DATA, *Q], 2, "a_file is a file"),
     ("train/no-out", ["train", "--config", "tiny"], 2, "--out"),

@@ -91,3 +91,49 @@ def test_discriminative_steering_logs_the_lm_loss_and_changes_the_update(make_cf
     assert gedi_loss[1] != plain_loss[1]
     with pytest.raises(ConfigError, match="steer_discriminative"):
         make_cfg("bad", steer_discriminative=1.0)
+
+
+def test_anchor_adds_lambda_times_the_u0_lm_loss_of_a_wikitext_batch(make_cfg):
+    """One padded forward over steering rows and anchor windows gives the gradient of
+    ``LM(steer batch at u) + λ · LM(WikiText batch at u = 0)`` computed by separate passes."""
+    import torch.nn.functional as F
+
+    from steerflow.train.distributed import init_distributed
+    from steerflow.train.loop import Trainer
+
+    lm = make_cfg("lm6", steps=2)
+    train(lm)
+    cfg = make_cfg("anchor", task="steer", init_from=lm.out, steer_data="cloze", tokenizer=None,
+                   steps=2, batch_size=4, grad_accum=2, steer_anchor=0.5, block_size=16)
+    trainer = Trainer(cfg, init_distributed("cpu"))
+    trainer.raw.eval()  # no dropout: the two computations must see the same function
+    trainer._backward_batch(0)
+    params = [p for p in trainer.raw.parameters() if p.requires_grad]
+    fused = [p.grad.clone() for p in params]
+
+    x, y, u = trainer.source.train_batch(0, 4, 0, 1)
+    xa, ya, _ = trainer.anchor.train_batch(0, 4, 0, 1)
+    assert xa.shape[1] == trainer.raw.config.block_size and x.shape[1] < xa.shape[1]  # padding used
+    trainer.optimizer.zero_grad(set_to_none=True)
+    logits, _ = trainer.raw(x, u)
+    steer = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1,
+                            reduction="sum") / int((y != -1).sum())
+    logits_a, _ = trainer.raw(xa, torch.zeros(4, u.shape[1]))
+    anchor = F.cross_entropy(logits_a.flatten(0, 1), ya.flatten())
+    (steer + 0.5 * anchor).backward()
+    for got, want in zip(fused, (p.grad for p in params)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert trainer._anchor_loss == pytest.approx(float(anchor.detach()), rel=1e-5)
+
+
+def test_anchor_is_logged_and_validated(make_cfg):
+    lm = make_cfg("lm7", steps=2)
+    train(lm)
+    run = train(make_cfg("anchored", task="steer", init_from=lm.out, steer_data="cloze",
+                         tokenizer=None, steps=2, steer_anchor=1.0))
+    records = read_metrics(Path(run.out) / "metrics.jsonl", "train")
+    assert all(r["anchor_loss"] > 0 for r in records)
+    with pytest.raises(ConfigError, match="steer_anchor must be"):
+        make_cfg("neg", task="steer", steer_anchor=-1.0)
+    with pytest.raises(ConfigError, match="task='steer' only"):
+        make_cfg("lm-anchor", steer_anchor=1.0)

@@ -54,6 +54,10 @@ def add_parser(sub) -> None:
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "
                            "+ W (-log P(u | x)) with P(u | x) from the likelihoods at u and -u "
                            "(default 0: the paper's LM loss; a step costs twice as much)")
+    what.add_argument("--steer-anchor", type=float, metavar="LAMBDA",
+                      help="--task steer: also train on a WikiText-2 batch at u = 0 each step, "
+                           "weighted LAMBDA, so the unsteered model (u = 0) stays the pretrained "
+                           "LM on general text (default 0: off)")
     what.add_argument("--lm-u", choices=["zero", "random"],
                       help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
     data = p.add_argument_group("data")

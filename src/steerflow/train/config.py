@@ -94,6 +94,11 @@ class TrainConfig:
             the loss is ``(1 − w)·LM + w·(−log P(u | x))`` with ``P(u | x)`` from the model's own
             likelihoods at u and −u (:mod:`steerflow.steer.objective`); 0 (default) is the
             paper's LM loss. Doubles the cost of a step (u and −u in one batch).
+        steer_anchor: with ``task="steer"``, the weight λ of an anchor term: each step also
+            trains on a WikiText-2 batch of the same size at u = 0 and adds λ × its mean LM loss,
+            so the model at u = 0 stays the pretrained LM on general text and the steering data's
+            domain moves into u instead (0, default: off; the paper trains on the steering data
+            alone). Adds one batch to every step.
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
@@ -144,6 +149,7 @@ class TrainConfig:
     steer_alpha: str = "frozen"
     steer_alpha_value: Union[str, float] = "auto"
     steer_discriminative: float = 0.0
+    steer_anchor: float = 0.0
     tokenizer: Optional[str] = None
     data_dir: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -240,6 +246,10 @@ class TrainConfig:
         if not 0.0 <= self.steer_discriminative < 1.0:
             raise ConfigError(f"steer_discriminative must be in [0, 1), got "
                               f"{self.steer_discriminative}")
+        if not (self.steer_anchor >= 0 and math.isfinite(self.steer_anchor)):
+            raise ConfigError(f"steer_anchor must be a finite number >= 0, got {self.steer_anchor}")
+        if self.steer_anchor and self.task != "steer":
+            raise ConfigError("steer_anchor applies to task='steer' only")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
                 isinstance(self.steer_alpha_value, (int, float))
                 and not isinstance(self.steer_alpha_value, bool)

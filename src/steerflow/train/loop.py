@@ -193,6 +193,8 @@ class Trainer:
         self.tokenizer = self._tokenizer(model)
         self.raw = self._model(model)
         self.source = batch_source if batch_source is not None else self._batch_source()
+        self.anchor = self._anchor_source() if cfg.task == "steer" and cfg.steer_anchor else None
+        self._anchor_loss = 0.0  # Σ anchor CE / N_anchor of the current step (logged)
         self.optimizer = torch.optim.AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -239,7 +241,7 @@ class Trainer:
     def _required_data(self) -> tuple[str, ...]:
         cfg = self.cfg
         need = ["sst2"] if cfg.task == "steer" and cfg.steer_data == "sst2" else []
-        if cfg.task == "lm":
+        if cfg.task == "lm" or cfg.steer_anchor:
             need.append("wikitext-2")
             if cfg.tokenizer_spec() == "gpt2" and not (self.out / "tokenizer.json").is_file():
                 need.append("gpt2-tokenizer")
@@ -322,6 +324,13 @@ class Trainer:
             self.cfg, self.raw, self.tokenizer, self.data_source(),
             progress=self.ctx.is_main and not self.cfg.quiet))
 
+    def _anchor_source(self) -> BatchSource:
+        """WikiText-2 windows at u = 0 for ``steer_anchor`` (the LM task's batch source)."""
+        lm_cfg = self.cfg.replace(task="lm", steer_anchor=0.0)
+        return self._main_first(lambda: build_batch_source(
+            lm_cfg, self.raw, self.tokenizer, self.data_source(),
+            progress=self.ctx.is_main and not self.cfg.quiet))
+
     def _alpha(self) -> Optional[float]:
         from steerflow.model.ode_block import alpha_value
 
@@ -390,12 +399,17 @@ class Trainer:
             raise DataError(f"the batch at step {step + 1} has no targets (all ignored)")
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=ctx.device)
-        parts = list(zip(_split(x, cfg.grad_accum), _split(y, cfg.grad_accum), _split(u, cfg.grad_accum)))
-        for i, (xm, ym, um) in enumerate(parts):
+        self._anchor_loss = 0.0
+        xa = ya = None
+        if self.anchor is not None:
+            xa, ya, _ = self.anchor.train_batch(step, cfg.batch_size, ctx.rank, ctx.world_size)
+        parts = list(zip(_split(x, cfg.grad_accum), _split(y, cfg.grad_accum), _split(u, cfg.grad_accum),
+                         _split(xa, cfg.grad_accum), _split(ya, cfg.grad_accum)))
+        for i, (xm, ym, um, xam, yam) in enumerate(parts):
             sync = i == len(parts) - 1 or not ctx.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
                 try:
-                    part = self._micro_step(xm, ym, um, n_global, step)
+                    part = self._micro_step(xm, ym, um, n_global, step, anchor=(xam, yam))
                 except SolverError as exc:
                     if ctx.enabled:
                         raise
@@ -404,21 +418,38 @@ class Trainer:
         total = all_reduce_sum(loss_sum.reshape(1), ctx)
         return float(total) / n_global, x.numel() * ctx.world_size, None
 
-    def _micro_step(self, x, y, u, n_global: int, step: int = 0) -> torch.Tensor:
+    def _micro_step(self, x, y, u, n_global: int, step: int = 0,
+                    anchor: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
+                    ) -> torch.Tensor:
         device = self.ctx.device
         x, y = x.to(device), y.to(device)
         u = None if u is None else u.to(device)
         solver = training_solver(self.raw, self.cfg, step)  # None: the model's train_solver
         w_disc = self.cfg.steer_discriminative if self.cfg.task == "steer" else 0.0
+        # one forward pass for every row (DDP allows one forward per backward): the batch at u,
+        # its contrast at −u (GeDi) and the anchor windows at u = 0
+        xs, us = [x], [u]
         if w_disc:
-            # u and its contrast −u in one forward pass (DDP allows one forward per backward)
-            x_in, u_in = torch.cat([x, x]), torch.cat([u, -u])
-        else:
+            xs.append(x)
+            us.append(-u)
+        xa, ya = anchor
+        if xa is not None:
+            xa, ya = xa.to(device), ya.to(device)
+            xs.append(xa)
+            us.append(None if u is None else u.new_zeros(xa.shape[0], u.shape[1]))
+        if len(xs) == 1:
             x_in, u_in = x, u
+        else:  # right-pad to one length; padded positions have no targets and, causal, no effect
+            width = max(t.shape[1] for t in xs)
+            x_in = torch.cat([F.pad(t, (0, width - t.shape[1]), value=0) for t in xs])
+            u_in = None if u is None else torch.cat(us)
         with self._autocast(), capture_for(self.raw, self.cfg) as capture:
-            logits, _ = self.model(x_in, u_in, solver=solver)  # (b or 2b, T, V)
-        if w_disc:
-            logits, logits_contrast = logits.chunk(2)
+            logits, _ = self.model(x_in, u_in, solver=solver)  # (rows, T', V)
+        logits = logits.split([t.shape[0] for t in xs])
+        logits = [part[:, :t.shape[1]] for part, t in zip(logits, xs)]
+        logits_contrast = logits[1] if w_disc else None
+        logits_anchor = logits[-1] if xa is not None else None
+        logits = logits[0]
         # Σ CE over this micro-batch's targets; × W / N so DDP's mean over W ranks gives Σ/N
         loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                    ignore_index=-1, reduction="sum")
@@ -431,6 +462,11 @@ class Trainer:
                                        sequence_log_likelihood(logits_contrast, y))  # (b,)
             # GeDi's mix; the mean over the micro-batch × share gives the global mean under DDP
             objective = (1 - w_disc) * objective + w_disc * share * disc.mean()
+        if logits_anchor is not None:
+            anchor_ce = F.cross_entropy(logits_anchor.float().flatten(0, 1), ya.flatten(),
+                                        ignore_index=-1)  # mean over this micro-batch's windows
+            objective = objective + self.cfg.steer_anchor * share * anchor_ce
+            self._anchor_loss += float(anchor_ce.detach()) * share  # this rank's mean
         (objective + extra).backward()
         return loss_sum.detach()
 
@@ -463,7 +499,8 @@ class Trainer:
                 "tokens_per_s": tokens / dt if dt > 0 else None, "time_s": dt,
                 "cpu_s": time.process_time() - cpu0,
                 "vanishing": event.vanishing, "exploding": event.exploding,
-                "skipped": nonfinite, "event": event.reason or None}
+                "skipped": nonfinite, "event": event.reason or None,
+                **({"anchor_loss": self._anchor_loss} if self.anchor is not None else {})}
 
     def _on_nonfinite(self, step: int, loss: float, norm: float, failure: Optional[str]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
