@@ -12,7 +12,7 @@ import torch
 from steerflow.data import load_sst2, resolve_data_source
 from steerflow.errors import InputError
 from steerflow.model.gpt import SteerFlowGPT
-from steerflow.steer.evaluate import ode_beats, target_checks, tradeoff, u_key
+from steerflow.steer.evaluate import ode_beats, rate_difference_z, target_checks, tradeoff, u_key
 from steerflow.steer.open_ended import (SamplingSpec, Scorer, continuation_nll, judge_summary,
                                         sample_continuations)
 from steerflow.steer.prompts import neutral_prompts, read_prompts_file, sentence_openings
@@ -126,12 +126,30 @@ def test_tradeoff_picks_the_best_rate_within_the_perplexity_budget():
            [(-4, 0.05, 30.0), (0, 0.5, 10.0), (4, 0.9, 30.0)]}
     trade = tradeoff({"ode": ode, "actadd": act}, reference_ppl=10.0, budget=1.25)
     assert trade["perplexity_limit"] == 12.5
-    assert trade["best"]["ode"]["positive"] == {"rate": 0.8, "value": 1.0, "perplexity": 12.0}
+    assert trade["best"]["ode"]["positive"] == {"rate": 0.8, "value": 1.0, "perplexity": 12.0,
+                                                "n": None}
     assert trade["best"]["ode"]["negative"]["rate"] == pytest.approx(0.9)
     assert trade["best"]["actadd"]["positive"]["value"] == 0.0  # coef 4 is too disfluent
     assert ode_beats(trade, "actadd") is True
     act["+4"]["perplexity"] = 12.0  # now ActAdd reaches 0.9 within budget: ODE's 0.8 loses
     assert ode_beats(tradeoff({"ode": ode, "actadd": act}, 10.0), "actadd") is False
+
+
+def test_beating_actadd_needs_a_margin_beyond_sampling_noise():
+    def methods(n, ode_pos, act_pos):
+        ode = {u_key(v): dict(_setting(v, r, 10.0), n=n) for v, r in [(-1, 0.3), (1, ode_pos)]}
+        act = {u_key(v): dict(_setting(v, r, 10.0), n=n) for v, r in [(-1, 0.5), (1, act_pos)]}
+        return tradeoff({"ode": ode, "actadd": act}, reference_ppl=10.0)
+
+    # 0.375 vs 0.33 on 200 samples each: z = 0.045 / 0.0477 ≈ 0.94 — within noise, not a win
+    trade = methods(200, 0.375, 0.33)
+    assert rate_difference_z(trade["best"]["ode"]["positive"], trade["best"]["actadd"]["positive"]) \
+        == pytest.approx(0.045 / math.sqrt(0.375 * 0.625 / 200 + 0.33 * 0.67 / 200))
+    assert ode_beats(trade, "actadd") is False
+    # the same rates on 2000 samples each: z ≈ 2.98 positive; negative 0.7 vs 0.5 — a win
+    assert ode_beats(methods(2000, 0.375, 0.33), "actadd") is True
+    # results without sample counts compare the rates as exact
+    assert ode_beats(methods(None, 0.375, 0.33), "actadd") is True
 
 
 def test_target_checks_read_the_issue_targets():

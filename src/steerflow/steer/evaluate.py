@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPEN_US = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 #: the issue's fluency budget: steered continuations may be at most 25 % less likely than u = 0's
 PPL_BUDGET = 1.25
+#: one-sided 95 % normal quantile: "beats" needs a rate difference this many standard errors wide
+BEATS_Z = 1.645
 
 
 def u_key(u: float) -> str:
@@ -224,19 +226,40 @@ def tradeoff(methods: dict[str, dict[str, dict]], reference_ppl: float,
                      for s in ok]
             i = int(np.argmax(rates)) if rates else -1
             best[direction] = ({"rate": rates[i], "value": ok[i]["value"],
-                                "perplexity": ok[i]["perplexity"]} if rates else None)
+                                "perplexity": ok[i]["perplexity"], "n": ok[i].get("n")}
+                               if rates else None)
         out["best"][name] = best
     return out
 
 
-def ode_beats(trade: dict[str, Any], other: str) -> Optional[bool]:
-    """Whether the ODE's best rate within the budget is ≥ ``other``'s in both directions."""
+def rate_difference_z(mine: dict, theirs: dict) -> float:
+    """z-score of ``mine["rate"] − theirs["rate"]`` for two independent samples of sizes ``n``.
+
+    The binomial standard error ``sqrt(p(1 − p)/n)`` of each rate; for a rate averaged over judges
+    that label the same samples it is an upper bound, so the z-score is conservative. Without
+    ``n`` (older results) the difference counts as exact.
+    """
+    diff = mine["rate"] - theirs["rate"]
+    if not mine.get("n") or not theirs.get("n"):
+        return math.copysign(math.inf, diff) if diff else 0.0
+    var = sum(r["rate"] * (1 - r["rate"]) / r["n"] for r in (mine, theirs))
+    return diff / math.sqrt(var) if var > 0 else math.copysign(math.inf, diff) if diff else 0.0
+
+
+def ode_beats(trade: dict[str, Any], other: str, z: float = BEATS_Z) -> Optional[bool]:
+    """Whether the ODE's best rate within the budget beats ``other``'s in both directions.
+
+    Beating means a difference wider than ``z`` standard errors (default: one-sided 95 %); a
+    direction where ``other`` has no setting within the budget is won by having one.
+    """
     best = trade["best"]
     if "ode" not in best or other not in best:
         return None
     for direction in ("positive", "negative"):
         mine, theirs = best["ode"][direction], best[other][direction]
-        if theirs is not None and (mine is None or mine["rate"] < theirs["rate"]):
+        if mine is None:
+            return False
+        if theirs is not None and rate_difference_z(mine, theirs) <= z:
             return False
     return True
 
@@ -265,8 +288,12 @@ def target_checks(results: dict[str, Any]) -> dict[str, Any]:
     if "tradeoff" in results:
         beats = ode_beats(results["tradeoff"], "actadd")
         if beats is not None:
+            best = results["tradeoff"]["best"]
             rates = {m: {d: (b[d]["rate"] if b[d] else None) for d in ("positive", "negative")}
-                     for m, b in results["tradeoff"]["best"].items() if m in ("ode", "actadd")}
+                     for m, b in best.items() if m in ("ode", "actadd")}
+            rates["z"] = {d: rate_difference_z(best["ode"][d], best["actadd"][d])
+                          for d in ("positive", "negative")
+                          if best["ode"][d] is not None and best["actadd"][d] is not None}
             checks["ode_beats_actadd_at_matched_perplexity"] = {"value": rates, "met": beats}
     return checks
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerflow.cli.common import format_table, json_safe
-from steerflow.steer.evaluate import u_key
+from steerflow.steer.evaluate import BEATS_Z, u_key
 
 
 def to_json(results: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +140,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"); the coefficient multiplies it.", "",
         f"## At matched perplexity (≤ {trade['budget']:g} × {trade['reference_perplexity']:.4g} "
         f"= {trade['perplexity_limit']:.4g})", "",
-        tradeoff_table(results), "", "Figure: `tradeoff.png`.", "",
+        tradeoff_table(results), "",
+        f"The ODE beats ActAdd when its best rate exceeds ActAdd's by more than {BEATS_Z} binomial "
+        "standard errors in both directions (one-sided 95 %; `z` in the targets table). "
+        "Figure: `tradeoff.png`.", "",
         "## Targets (issue 5)", "", targets_table(results), "",
     ]
     return "\n".join(parts)
