@@ -240,10 +240,11 @@ def rate_difference_z(mine: dict, theirs: dict) -> float:
     ``n`` (older results) the difference counts as exact.
     """
     diff = mine["rate"] - theirs["rate"]
-    if not mine.get("n") or not theirs.get("n"):
-        return math.copysign(math.inf, diff) if diff else 0.0
-    var = sum(r["rate"] * (1 - r["rate"]) / r["n"] for r in (mine, theirs))
-    return diff / math.sqrt(var) if var > 0 else math.copysign(math.inf, diff) if diff else 0.0
+    var = (sum(r["rate"] * (1 - r["rate"]) / r["n"] for r in (mine, theirs))
+           if mine.get("n") and theirs.get("n") else 0.0)
+    if var > 0:
+        return diff / math.sqrt(var)
+    return math.copysign(math.inf, diff) if diff else 0.0  # no sampling error known: exact
 
 
 def ode_beats(trade: dict[str, Any], other: str, z: float = BEATS_Z) -> Optional[bool]:

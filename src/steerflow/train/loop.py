@@ -193,8 +193,10 @@ class Trainer:
         self.tokenizer = self._tokenizer(model)
         self.raw = self._model(model)
         self.source = batch_source if batch_source is not None else self._batch_source()
-        self.anchor = self._anchor_source() if cfg.task == "steer" and cfg.steer_anchor else None
-        self._anchor_loss = 0.0  # Σ anchor CE / N_anchor of the current step (logged)
+        # WikiText-2 windows at u = 0 for steer_anchor (the config allows it only with task steer)
+        self.anchor = self._batch_source(cfg.replace(task="lm", steer_anchor=0.0)) \
+            if cfg.steer_anchor else None
+        self._anchor_loss = torch.zeros(())  # this step's mean anchor CE (logged)
         self.optimizer = torch.optim.AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -319,16 +321,10 @@ class Trainer:
                  f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size} ids)")
         return model
 
-    def _batch_source(self) -> BatchSource:
+    def _batch_source(self, cfg: Optional[TrainConfig] = None) -> BatchSource:
+        """The batch source of ``cfg.task`` (default: this run's config)."""
         return self._main_first(lambda: build_batch_source(
-            self.cfg, self.raw, self.tokenizer, self.data_source(),
-            progress=self.ctx.is_main and not self.cfg.quiet))
-
-    def _anchor_source(self) -> BatchSource:
-        """WikiText-2 windows at u = 0 for ``steer_anchor`` (the LM task's batch source)."""
-        lm_cfg = self.cfg.replace(task="lm", steer_anchor=0.0)
-        return self._main_first(lambda: build_batch_source(
-            lm_cfg, self.raw, self.tokenizer, self.data_source(),
+            cfg or self.cfg, self.raw, self.tokenizer, self.data_source(),
             progress=self.ctx.is_main and not self.cfg.quiet))
 
     def _alpha(self) -> Optional[float]:
@@ -399,7 +395,7 @@ class Trainer:
             raise DataError(f"the batch at step {step + 1} has no targets (all ignored)")
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=ctx.device)
-        self._anchor_loss = 0.0
+        self._anchor_loss = torch.zeros((), device=ctx.device)
         xa = ya = None
         if self.anchor is not None:
             xa, ya, _ = self.anchor.train_batch(step, cfg.batch_size, ctx.rank, ctx.world_size)
@@ -466,7 +462,7 @@ class Trainer:
             anchor_ce = F.cross_entropy(logits_anchor.float().flatten(0, 1), ya.flatten(),
                                         ignore_index=-1)  # mean over this micro-batch's windows
             objective = objective + self.cfg.steer_anchor * share * anchor_ce
-            self._anchor_loss += float(anchor_ce.detach()) * share  # this rank's mean
+            self._anchor_loss += anchor_ce.detach() * share  # this rank's mean; no sync here
         (objective + extra).backward()
         return loss_sum.detach()
 
@@ -500,7 +496,7 @@ class Trainer:
                 "cpu_s": time.process_time() - cpu0,
                 "vanishing": event.vanishing, "exploding": event.exploding,
                 "skipped": nonfinite, "event": event.reason or None,
-                **({"anchor_loss": self._anchor_loss} if self.anchor is not None else {})}
+                **({"anchor_loss": float(self._anchor_loss)} if self.anchor is not None else {})}
 
     def _on_nonfinite(self, step: int, loss: float, norm: float, failure: Optional[str]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
