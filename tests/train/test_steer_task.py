@@ -49,6 +49,28 @@ def test_steering_with_discrete_blocks(make_cfg):
     assert result.trainable_params == counts.ode - 1 + counts.discrete_blocks  # α (a scalar) frozen
 
 
+def test_train_final_norm_trains_ln_f_and_keeps_embeddings_and_head(make_cfg):
+    lm = make_cfg("lm-norm", steps=2)
+    train(lm)
+    steer = make_cfg("steer-norm", task="steer", init_from=lm.out, steer_data="cloze",
+                     tokenizer=None, steps=3, lr=1e-2, warmup_steps=0, train_final_norm=True)
+    result = train(steer)
+    before = load_file(str(Path(lm.out) / "model.safetensors"))
+    after = load_file(str(Path(steer.out) / "model.safetensors"))
+    norm = {k for k in before if k.startswith("ln_f.")}
+    assert norm and all(not torch.equal(before[k], after[k]) for k in norm)
+    counts = result.model.param_counts()
+    assert result.trainable_params == counts.ode - 1 + sum(before[k].numel() for k in norm)
+    for name in before:
+        if not name.startswith(("ode.", "ln_f.")):
+            assert torch.equal(before[name], after[name]), f"frozen {name} changed"
+
+
+def test_train_final_norm_is_for_steering_only(make_cfg):
+    with pytest.raises(ConfigError, match="train_final_norm applies to task='steer' only"):
+        make_cfg("lm-bad", train_final_norm=True)
+
+
 def test_steer_alpha_value_keep_and_number(make_cfg):
     lm = make_cfg("lm3", steps=4)
     train(lm)

@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     what.add_argument("--steer-axis", type=int, help="control axis of the sentiment label")
     what.add_argument("--train-discrete", action="store_true", default=None,
                       help="--task steer: also train the discrete blocks")
+    what.add_argument("--train-final-norm", action="store_true", default=None,
+                      help="--task steer: also train the final LayerNorm (a frozen one caps the "
+                           "probability of any single next token; see the probe ceiling in "
+                           "eval steering)")
     what.add_argument("--steer-alpha", choices=["frozen", "trained"],
                       help="--task steer: keep the ODE block's α fixed (default; Adam grows a "
                            "trained scalar α about one lr per step until the solve diverges) "

@@ -101,6 +101,11 @@ class TrainConfig:
             alone). Adds one batch to every step.
         train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
             LayerNorm and head stay frozen).
+        train_final_norm: with ``task="steer"``, also train the final LayerNorm's gain and bias
+            (the embeddings and the head stay frozen, as in the paper). A frozen ``ln_f`` caps the
+            probability any residual stream can give one token (``probability_ceiling`` in
+            :mod:`steerflow.steer.probe`); a small LM's ceiling for " good" is below the paper's
+            Table 2 values, so the cloze replication needs this.
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
             ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
             vocabulary size is set from it.
@@ -146,6 +151,7 @@ class TrainConfig:
     steer_data: str = "sst2"
     steer_axis: int = 0
     train_discrete: bool = False
+    train_final_norm: bool = False
     steer_alpha: str = "frozen"
     steer_alpha_value: Union[str, float] = "auto"
     steer_discriminative: float = 0.0
@@ -250,6 +256,9 @@ class TrainConfig:
             raise ConfigError(f"steer_anchor must be a finite number >= 0, got {self.steer_anchor}")
         if self.steer_anchor and self.task != "steer":
             raise ConfigError("steer_anchor applies to task='steer' only")
+        if self.train_final_norm and self.task != "steer":
+            raise ConfigError("train_final_norm applies to task='steer' only (task 'lm' trains "
+                              "every parameter)")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
                 isinstance(self.steer_alpha_value, (int, float))
                 and not isinstance(self.steer_alpha_value, bool)

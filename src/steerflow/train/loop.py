@@ -129,8 +129,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: bool = False) -> None:
-    """Freeze embeddings, final LayerNorm and head; train the ODE block (+ discrete blocks).
+def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: bool = False,
+                        train_final_norm: bool = False) -> None:
+    """Freeze embeddings, final LayerNorm and head; train the ODE block (+ discrete blocks,
+    + the final LayerNorm with ``train_final_norm``).
 
     α stays fixed unless ``train_alpha`` (see ``TrainConfig.steer_alpha``).
     """
@@ -139,7 +141,8 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
                           "a discrete baseline")
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = [model.ode] + ([model.blocks] if train_discrete else [])
+    trainable = ([model.ode] + ([model.blocks] if train_discrete else [])
+                 + ([model.ln_f] if train_final_norm else []))
     for module in trainable:
         for p in module.parameters():
             p.requires_grad_(True)
@@ -312,7 +315,8 @@ class Trainer:
         model.tokenizer = self.tokenizer
         if cfg.task == "steer":
             self._reset_alpha(model)  # a resumed run overwrites the weights with its own state
-            freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained")
+            freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
+                                cfg.train_final_norm)
         model.to(self.ctx.device).train()
         counts = model.param_counts()
         self.log(f"model: {cfg.model if not cfg.init_from else cfg.init_from} — "
