@@ -53,7 +53,8 @@ def test_train_final_norm_trains_ln_f_and_keeps_embeddings_and_head(make_cfg):
     lm = make_cfg("lm-norm", steps=2)
     train(lm)
     steer = make_cfg("steer-norm", task="steer", init_from=lm.out, steer_data="cloze",
-                     tokenizer=None, steps=3, lr=1e-2, warmup_steps=0, train_final_norm=True)
+                     tokenizer=None, steps=3, lr=1e-2, warmup_steps=0, train_final_norm=True,
+                     steer_anchor=0.5)  # the anchor's lm source is built from this config
     result = train(steer)
     before = load_file(str(Path(lm.out) / "model.safetensors"))
     after = load_file(str(Path(steer.out) / "model.safetensors"))
