@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood
+from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood, token_nll
 
 
 def test_sequence_log_likelihood_is_the_mean_over_unmasked_targets():
@@ -17,6 +17,9 @@ def test_sequence_log_likelihood_is_the_mean_over_unmasked_targets():
     logp = torch.log_softmax(logits, -1)
     expected = torch.stack([(logp[0, 0, 1] + logp[0, 1, 2] + logp[0, 2, 3]) / 3, logp[1, 0, 6]])
     torch.testing.assert_close(sequence_log_likelihood(logits, targets), expected)
+    nll = token_nll(logits, targets)  # the trainer's LM loss, reused for GeDi's term
+    assert nll[0, 3] == nll[1, 1] == 0 and nll[1, 0] == -logp[1, 0, 6]
+    torch.testing.assert_close(sequence_log_likelihood(logits, targets, nll), expected)
 
 
 def test_discriminative_loss_is_minus_log_posterior_with_a_uniform_prior():

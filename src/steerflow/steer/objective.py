@@ -19,16 +19,27 @@ GeDi also learns a scale for the length-normalised log-likelihoods; we keep it f
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 
-def sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean log-probability of each sequence's targets, ``(B,)``; targets of −1 are ignored."""
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-    mask = targets >= 0  # (B, T)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return (picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``−log p(target)`` at every position, ``(B, T)``; 0 where the target is −1 (no target)."""
+    return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1,
+                           reduction="none")
+
+
+def sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor,
+                            nll: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean log-probability of each sequence's targets, ``(B,)``; targets of −1 are ignored.
+
+    ``nll``: :func:`token_nll` of the same logits when the caller has it already (one
+    log-softmax over the vocabulary instead of two).
+    """
+    nll = token_nll(logits, targets) if nll is None else nll
+    return -nll.sum(dim=1) / (targets >= 0).sum(dim=1).clamp(min=1)
 
 
 def discriminative_loss(ll_u: torch.Tensor, ll_contrast: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from torch import nn
 
 from steerflow.cli.common import json_safe
 from steerflow.errors import CheckpointError, ConfigError, DataError, SolverError
-from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood
+from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood, token_nll
 from steerflow.train import checkpoint as ckpt
 from steerflow.train.config import TrainConfig
 from steerflow.train.consistency import capture_for, penalty_term, training_solver
@@ -452,14 +452,14 @@ class Trainer:
         logits_anchor = logits[-1] if xa is not None else None
         logits = logits[0]
         # Σ CE over this micro-batch's targets; × W / N so DDP's mean over W ranks gives Σ/N
-        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
-                                   ignore_index=-1, reduction="sum")
+        nll = token_nll(logits, y)  # (b, T); GeDi's term reuses it
+        loss_sum = nll.sum()
         share = x.shape[0] * self.ctx.world_size / self.cfg.batch_size
         with self._autocast():
             extra = penalty_term(self.raw, self.cfg, capture, share, solver)  # 0 unless ode_consistency
         objective = loss_sum * (self.ctx.world_size / n_global)
         if w_disc:
-            disc = discriminative_loss(sequence_log_likelihood(logits, y),
+            disc = discriminative_loss(sequence_log_likelihood(logits, y, nll),
                                        sequence_log_likelihood(logits_contrast, y))  # (b,)
             # GeDi's mix; the mean over the micro-batch × share gives the global mean under DDP
             objective = (1 - w_disc) * objective + w_disc * share * disc.mean()
