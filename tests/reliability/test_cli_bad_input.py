@@ -99,6 +99,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train/steer-discriminative-word", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", *DATA, "--steer-discriminative", "lots", *Q], 2, "invalid float value"),
     ("train/steer-anchor-negative", ["train", "--task", "steer", "--from", "{hybrid}", "--out", "{root}/t", *DATA, "--steer-anchor", "-1", *Q], 2, "steer_anchor must be a finite number >= 0"),
     ("train/steer-anchor-lm-task", ["train", "--out", "{root}/t", *DATA, "--steer-anchor", "1", *Q], 2, "steer_anchor applies to task='steer' only"),
+    ("train/train-final-norm-lm-task", ["train", "--out", "{root}/t", *DATA, "--train-final-norm", *Q], 2, "train_final_norm applies to task='steer' only"),
     ("train/out-is-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file", *DATA, *Q], 2, "is a file, not a folder"),
     ("train/out-inside-a-file", ["train", "--config", "tiny", "--out", "{root}/a_file/run", *DATA, *Q], 2, "a_file is a file"),
     ("train/no-out", ["train", "--config", "tiny"], 2, "--out"),

@@ -30,6 +30,8 @@ MODEL_KINDS = ("baseline", "hybrid")
 DTYPES = ("float32", "bfloat16")
 NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random")
+#: options that only ``task="steer"`` accepts (their defaults switch them off)
+STEER_ONLY = ("steer_anchor", "train_final_norm")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
@@ -254,11 +256,9 @@ class TrainConfig:
                               f"{self.steer_discriminative}")
         if not (self.steer_anchor >= 0 and math.isfinite(self.steer_anchor)):
             raise ConfigError(f"steer_anchor must be a finite number >= 0, got {self.steer_anchor}")
-        if self.steer_anchor and self.task != "steer":
-            raise ConfigError("steer_anchor applies to task='steer' only")
-        if self.train_final_norm and self.task != "steer":
-            raise ConfigError("train_final_norm applies to task='steer' only (task 'lm' trains "
-                              "every parameter)")
+        for name in STEER_ONLY:
+            if getattr(self, name) and self.task != "steer":
+                raise ConfigError(f"{name} applies to task='steer' only")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
                 isinstance(self.steer_alpha_value, (int, float))
                 and not isinstance(self.steer_alpha_value, bool)
@@ -348,6 +348,12 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def lm_task(self) -> "TrainConfig":
+        """This config as ``task="lm"``, with the options valid only for steering at their
+        defaults (the steer anchor's WikiText-2 batch source is built from it)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in STEER_ONLY}
+        return self.replace(task="lm", **defaults)
 
     def resume_mismatch(self, saved: "TrainConfig") -> list[str]:
         """Fields that differ from the run being resumed and would change its trajectory."""

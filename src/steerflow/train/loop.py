@@ -196,10 +196,8 @@ class Trainer:
         self.tokenizer = self._tokenizer(model)
         self.raw = self._model(model)
         self.source = batch_source if batch_source is not None else self._batch_source()
-        # WikiText-2 windows at u = 0 for steer_anchor (an lm config, so the steer-only options off)
-        self.anchor = self._batch_source(cfg.replace(task="lm", steer_anchor=0.0,
-                                                     train_final_norm=False)) \
-            if cfg.steer_anchor else None
+        # WikiText-2 windows at u = 0 for steer_anchor: the LM task's batch source
+        self.anchor = self._batch_source(cfg.lm_task()) if cfg.steer_anchor else None
         self._anchor_loss = torch.zeros(())  # this step's mean anchor CE (logged)
         self.optimizer = torch.optim.AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2))
