@@ -50,6 +50,17 @@ def test_cloze_examples_are_balanced_and_hold_out_nouns():
     assert all(e.u == (1.0,) for e in train if e.text.endswith("was good ."))
 
 
+def test_cloze_probe_context_is_followed_only_by_the_probe_adjectives():
+    # "<noun> was" must predict " good" / " bad" alone; a template that put any other adjective
+    # after it would cap P(" good" | "The movie was", u = +1) well below 1 for every model
+    for split in ("train", "dev"):
+        for e in cloze_examples(split):
+            words = e.text.split()
+            for i in range(1, len(words) - 1):
+                if words[i] == "was" and words[i - 1] in CLOZE_TRAIN_NOUNS + CLOZE_HELD_OUT_NOUNS:
+                    assert words[i + 1] == ("good" if e.u == (1.0,) else "bad"), e.text
+
+
 def test_second_control_axis():
     examples = cloze_examples("train", control_dim=2, axis=1)
     assert {e.u for e in examples} == {(0.0, 1.0), (0.0, -1.0)}

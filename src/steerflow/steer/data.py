@@ -141,10 +141,12 @@ def sst2_examples(source, split: Literal["train", "dev"], style: TextStyle = "wi
 
 #: Cloze templates. ``{adj}`` is filled by an adjective of :data:`CLOZE_PAIRS` (positive, negative).
 #: "The {noun} was {adj}" — the paper's probe shape — always uses the first pair (good / bad), so
-#: the probe's next-token distribution can concentrate on " good" / " bad" as in the paper.
+#: the probe's next-token distribution can concentrate on " good" / " bad" as in the paper. No other
+#: template has "{noun} was" before its adjective: one that did ("I thought the {noun} was {adj}",
+#: until round 5 of docs/results/steering_small.md) taught the probe context all six adjectives.
 CLOZE_PROBE_TEMPLATE = "The {noun} was {adj}"
 CLOZE_TEMPLATES = (
-    "I thought the {noun} was {adj}",
+    "I found the {noun} {adj}",
     "All in all , it was a {adj} {noun}",
     "It is a {adj} {noun}",
     "This {noun} is {adj}",
