@@ -8,7 +8,7 @@ import pytest
 
 from steerflow.config import ModelConfig
 from steerflow.pipeline.demo import SCALES, Environment
-from steerflow.pipeline.estimate import estimate_seconds
+from steerflow.pipeline.estimate import estimate_seconds, eval_fraction
 from steerflow.train.config import TrainConfig
 
 
@@ -28,6 +28,18 @@ def test_estimate_is_a_positive_duration_that_covers_the_training_steps():
     assert math.isfinite(est["total_s"]) and est["total_s"] > est["train_s"] > 0
     # two LM trainings of lm_steps steps each, at the least
     assert est["train_s"] >= 2 * settings.lm_steps * est["step_s"]
+
+
+def test_paper_scale_stage_estimates_weigh_the_evaluations_as_measured():
+    from steerflow.pipeline.demo import STAGE_SECONDS, build_stages
+
+    stages = {stage.name: stage.estimate_s for stage in build_stages(SCALES["paper"], Environment())}
+    assert stages == STAGE_SECONDS["paper"]
+    # at paper scale the flow analysis outweighs LM training; on the small demo it is a fifth of it
+    assert stages["flow"] > stages["lm"]
+    assert eval_fraction("paper") > 3 * eval_fraction("small") > 0
+    tiny = {stage.name: stage.estimate_s for stage in build_stages(SCALES["tiny"], Environment())}
+    assert tiny["lm"] == pytest.approx(0.1 * STAGE_SECONDS["small"]["lm"])
 
 
 def test_expected_duration_rescales_the_stage_etas(tmp_path, monkeypatch):

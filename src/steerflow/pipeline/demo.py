@@ -335,47 +335,70 @@ def stage_bench(s: RunSettings, env: Environment):
     return run
 
 
+#: Seconds per stage on 2 CPU cores. ``small``: the demo, 8.1 min in all (fresh cache). ``paper``:
+#: the complete ``reproduce --scale paper`` run (≈ 285 min, read off its ``stages/*.json``; the CPU
+#: was shared with other runs for part of it). The evaluation stages weigh far more at paper scale
+#: (the flow stage's depth-refinement study trains at GPT-2 vocabulary size), so one table scaled
+#: by a factor cannot serve both.
+STAGE_SECONDS = {
+    "small": dict(lm=230, contractive=60, steer=75, samples=5, steering=55, invariance=10,
+                  probe=10, flow=50, bench=5),
+    "paper": dict(lm=4080, contractive=2585, steer=1103, samples=12, steering=1567,
+                  invariance=1907, probe=543, flow=5112, bench=126),
+}
+
+
+def stage_seconds(config: str) -> dict[str, float]:
+    """The expected seconds of each stage for ``config``: measured for ``small`` and ``paper``,
+    0.1 × ``small`` for ``tiny``, 20 × ``small`` (the benchmark 600 s) for any other config."""
+    if config in STAGE_SECONDS:
+        return dict(STAGE_SECONDS[config])
+    scale = 0.1 if config == "tiny" else 20.0
+    seconds = {name: t * scale for name, t in STAGE_SECONDS["small"].items()}
+    if config != "tiny":
+        seconds["bench"] = 600.0
+    return seconds
+
+
 def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
-    """The stages of one run, with duration estimates for the ETA: seconds on 2 CPU cores, as
-    measured for the ``small`` demo (8.1 min in all, fresh cache), scaled for the other configs.
+    """The stages of one run, with duration estimates for the ETA (:func:`stage_seconds`).
 
     Training stages come first: a changed evaluation setting re-runs only the evaluations.
     """
-    small = s.config in ("tiny", "small")
-    scale = {"tiny": 0.1, "small": 1.0}.get(s.config, 20.0)
+    t = stage_seconds(s.config)
     lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches", "seed"]
     return [
         Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
-              stage_lm(s, env), 230 * scale, settings=lm_settings,
+              stage_lm(s, env), t["lm"], settings=lm_settings,
               outputs=[f"{PATHS.baseline}/model.safetensors", f"{PATHS.hybrid}/model.safetensors",
                        f"{PATHS.lm}/results.json"]),
         Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
-              stage_contractive(s, env), 60 * scale, settings=["contractive_steps"],
+              stage_contractive(s, env), t["contractive"], settings=["contractive_steps"],
               outputs=[f"{PATHS.contractive}/model.safetensors"]),
         Stage("steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
-              75 * scale, settings=["steer_data", "steer_discriminative", "steer_consistency",
+              t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
                                     "steer_steps", "steer_batch_size", "steer_lr"],
               outputs=[f"{PATHS.steered}/model.safetensors"]),
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
-              5 * scale, settings=["eval_new_tokens"]),
+              t["samples"], settings=["eval_new_tokens"]),
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
-              stage_steering_eval(s, env), 55 * scale,
+              stage_steering_eval(s, env), t["steering"],
               settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points",
                         "open_us", "actadd_coefs"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
-              10 * scale, settings=["invariance_batches"],
+              t["invariance"], settings=["invariance_batches"],
               outputs=[f"{PATHS.invariance}/results.json"]),
         Stage("probe", "solver probing: NFE vs u and tolerance, linear probes",
-              stage_probe(s, env), 10 * scale,
+              stage_probe(s, env), t["probe"],
               settings=["probe_batches", "probe_examples", "probe_sentences"],
               outputs=[f"{PATHS.probe}/results.json"]),
         Stage("flow", "flow analysis: convergence order, log-norms, perturbations (paper 2)",
-              stage_flow(s, env), 50 * scale,
+              stage_flow(s, env), t["flow"],
               settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("flow_")],
               outputs=[f"{PATHS.flow}/results.json"]),
         Stage("bench", "benchmark hybrid vs baseline (paper Exp. 4)", stage_bench(s, env),
-              5 if small else 600, settings=["bench_quick"],
+              t["bench"], settings=["bench_quick"],
               outputs=[f"{PATHS.bench}/results.json"]),
     ]
 

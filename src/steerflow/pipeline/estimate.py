@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import time
 
-#: evaluation stages cost about this many training-step equivalents per LM step (measured on the
-#: small demo: the evaluations take about as long as one of the two LM trainings)
-EVAL_FRACTION = 0.5
+
+def eval_fraction(config: str) -> float:
+    """Seconds of the other stages per second of LM and steering training, from the measured
+    stage durations (:data:`~steerflow.pipeline.demo.STAGE_SECONDS`): 0.64 for ``small``, 2.3
+    for ``paper``."""
+    from steerflow.pipeline.demo import stage_seconds
+
+    seconds = stage_seconds(config)
+    trained = seconds["lm"] + seconds["steer"]
+    return (sum(seconds.values()) - trained) / trained
 
 
 def estimate_seconds(settings, env) -> dict:
@@ -38,5 +45,5 @@ def estimate_seconds(settings, env) -> dict:
     step = min(times[1:])
     lm_steps = settings.lm_steps or defaults["steps"]
     train_s = step * (2 * lm_steps + settings.steer_steps * settings.steer_batch_size / batch)
-    total = train_s * (1 + EVAL_FRACTION)
+    total = train_s * (1 + eval_fraction(settings.config))
     return {"device": device, "step_s": step, "train_s": train_s, "total_s": total}
