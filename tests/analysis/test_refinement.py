@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,24 @@ def test_smooth_init_starts_constant_in_depth(basis):
     kw = dict(vocab_size=50, block_size=8, n_embd=16, n_head=2, basis=basis, basis_size=4)
     assert depth_roughness(DepthLM(DepthConfig(**kw, init="smooth")), 8) == 0.0
     assert depth_roughness(DepthLM(DepthConfig(**kw, init="iid")), 8) > 0.1
+
+
+def test_flow_refinement_reports_training_progress_per_iteration():
+    # the depth-refinement study is the flow stage's longest part (74 min at paper scale): it must
+    # say how far each model's training has got, not only which model is training
+    from steerflow.analysis.flow import REFINEMENT_MODELS, FlowConfig, refinement_part
+
+    rng = np.random.default_rng(0)
+    tokens = {split: rng.integers(0, 50, 4000).astype(np.int64) for split in ("train", "valid")}
+    cfg = FlowConfig(checkpoint="unused", out="unused", refinement_iters=20,
+                     refinement_train_steps=2, refinement_basis=1, refinement_width=16,
+                     refinement_batch_size=2, loss_batches=1)
+    seen = []
+    out = refinement_part(tokens, 50, 8, cfg, seen.append)
+    assert len(out["models"]) == 5  # each piecewise model is also evaluated interpolated
+    for basis, init in REFINEMENT_MODELS:
+        label = f"refinement: training {basis} ({init} init)"
+        mine = [m for m in seen if m.startswith(label)]
+        assert mine[0] == label and len(mine) == 3
+        assert re.fullmatch(re.escape(label) + r" 10/20, loss \d+\.\d{3}", mine[1])
+        assert re.fullmatch(re.escape(label) + r" 20/20, loss \d+\.\d{3}", mine[2])

@@ -308,11 +308,17 @@ def refinement_part(tokens: dict[str, np.ndarray], vocab_size: int, block: int, 
     val = list(eval_batches(tokens["valid"], 16, block, max_batches=cfg.loss_batches))
     results = []
     for basis, init in REFINEMENT_MODELS:
+        label = f"refinement: training {basis} ({init} init)"
         if progress:
-            progress(f"refinement: training {basis} ({init} init)")
+            progress(label)
+
+        def report(i: int, loss: float, label: str = label) -> None:
+            if progress and ((i + 1) % 10 == 0 or i + 1 == cfg.refinement_iters):
+                progress(f"{label} {i + 1}/{cfg.refinement_iters}, loss {loss:.3f}")
+
         results += [r.as_dict() for r in refinement_study(
             basis, depth_cfg, batch, val, train_steps=cfg.refinement_train_steps,
-            iters=cfg.refinement_iters, seed=cfg.seed, init=init)]
+            iters=cfg.refinement_iters, seed=cfg.seed, init=init, progress=report)]
     return {"models": results, "eval_batches": len(val), "block_size": block}
 
 
