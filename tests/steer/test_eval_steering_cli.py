@@ -27,6 +27,9 @@ def checkpoints(pretrained_dir, tmp_path_factory, tokenizer):
     with torch.no_grad():
         base.ode.field.fc_out.weight.normal_(std=0.3)  # u now moves the output
     base.save_pretrained(root / "steered")
+    # as `train --task steer` leaves it: what the model was steered on picks the probe targets
+    (root / "steered" / "train_config.json").write_text(json.dumps({"task": "steer",
+                                                                     "steer_data": "cloze"}))
     additive = SteerFlowGPT(tiny_config(injection="add"))
     additive.tokenizer = tokenizer
     additive.save_pretrained(root / "additive")
@@ -73,6 +76,9 @@ def test_results_json_has_every_required_key(evaluated):
     for name in ("results.md", "fig2.png", "tradeoff.png"):
         assert (out / name).stat().st_size > 0
     assert "ode_beats_actadd_at_matched_perplexity" in saved["targets"]
+    assert saved["steer_data"] == "cloze" and "cloze_p_good_at_+1>=0.98" in saved["targets"]
+    assert not any(name.startswith("sst2_share") for name in saved["targets"])
+    assert "Steering data: cloze" in (out / "results.md").read_text()
 
 
 def test_actadd_at_zero_is_the_no_control_baseline(evaluated):

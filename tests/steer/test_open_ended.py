@@ -166,6 +166,13 @@ def test_target_checks_read_the_issue_targets():
     assert not checks["open_ended_positive_at_+1>=0.90_all_judges"]["met"]  # judge b: 0.85
     assert checks["open_ended_positive_at_-1<=0.10_all_judges"]["met"]
     assert checks["perplexity_at_+-1<=1.25x_u0"]["value"] == pytest.approx(1.2)
+    # a model steered on cloze text is held to the raw-probability targets only, one steered on
+    # SST-2 to the share targets only (the share of a cloze model is not an SST-2 result)
+    for data, kept, dropped in (("cloze", "cloze_p", "sst2_share"), ("sst2", "sst2_share", "cloze_p")):
+        names = set(target_checks({"probe": probe, "steer_data": data, "open_ended": oe,
+                                   "sweep": {"monotone": True, "max_violation": {"share": 0.0}}}))
+        assert any(n.startswith(kept) for n in names)
+        assert not any(n.startswith(dropped) for n in names)
 
 
 def test_sentence_openings_and_neutral_prompts(data_dir):

@@ -75,14 +75,15 @@ def _load_models(args: argparse.Namespace):
 
     steered = load_model(args.checkpoint)
     names = {"steered": str(args.checkpoint)}
-    base_path = args.base or steer_run_info(args.checkpoint).get("init_from")
+    run_info = steer_run_info(args.checkpoint)
+    base_path = args.base or run_info.get("init_from")
     if base_path and Path(base_path).resolve() != Path(args.checkpoint).resolve():
         base = load_model(base_path)
         names["base"] = str(base_path)
     else:
         base = steered  # no base known: the steered model at u = 0 stands in for it
         names["base"] = f"{args.checkpoint} at u=0 (no --base)"
-    models = Models(steered, base, names=names)
+    models = Models(steered, base, names=names, steer_data=run_info.get("steer_data"))
     for role in ("ablation", "baseline"):
         path = getattr(args, role)
         if path:

@@ -215,7 +215,8 @@ def stage_steering_eval(s: RunSettings, env: Environment):
         names = {"steered": PATHS.steered, "base": PATHS.hybrid, "baseline": PATHS.baseline}
         models = Models(steered=_load(ctx, PATHS.steered, env),
                         base=_load(ctx, PATHS.hybrid, env),
-                        baseline=_load(ctx, PATHS.baseline, env), names=names)
+                        baseline=_load(ctx, PATHS.baseline, env), names=names,
+                        steer_data=s.steer_data)
         cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
                                  max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
                                  open_us=s.open_us, actadd_coefs=s.actadd_coefs,

@@ -83,13 +83,18 @@ class SteeringEvalConfig:
 
 @dataclass
 class Models:
-    """The checkpoints one evaluation compares (None where not given)."""
+    """The checkpoints one evaluation compares (None where not given).
+
+    ``steer_data`` is what the steered model was trained on (``cloze``, ``sst2``, a file; from its
+    ``train_config.json``): it picks which of the issue's probe targets apply to it.
+    """
 
     steered: Any
     base: Any
     ablation: Any = None
     baseline: Any = None
     names: dict[str, str] = field(default_factory=dict)
+    steer_data: Optional[str] = None
 
 
 def steer_run_info(checkpoint: str | Path) -> dict[str, Any]:
@@ -266,17 +271,24 @@ def ode_beats(trade: dict[str, Any], other: str, z: float = BEATS_Z) -> Optional
 
 
 def target_checks(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, each with the measured value and whether it is met."""
+    """The issue's targets, each with the measured value and whether it is met.
+
+    The probe targets are per steering data: raw P(good) / P(bad) for a model trained on
+    ``cloze`` (the paper's Table 2 replication), the restricted share for one trained on ``sst2``;
+    both when ``results["steer_data"]`` is anything else or unknown.
+    """
     table = results["probe"]
     plus, minus = table["+1"], table["-1"]
-    checks: dict[str, Any] = {
-        "cloze_p_good_at_+1>=0.98": {"value": plus["p_good"], "met": plus["p_good"] >= 0.98},
-        "cloze_p_bad_at_-1>=0.95": {"value": minus["p_bad"], "met": minus["p_bad"] >= 0.95},
-        "sst2_share_at_+1>=0.95": {"value": plus["share"], "met": plus["share"] >= 0.95},
-        "sst2_share_at_-1<=0.05": {"value": minus["share"], "met": minus["share"] <= 0.05},
-        "sweep_monotone": {"value": results["sweep"]["max_violation"]["share"],
-                           "met": results["sweep"]["monotone"]},
-    }
+    data = results.get("steer_data")
+    checks: dict[str, Any] = {}
+    if data != "sst2":
+        checks["cloze_p_good_at_+1>=0.98"] = {"value": plus["p_good"], "met": plus["p_good"] >= 0.98}
+        checks["cloze_p_bad_at_-1>=0.95"] = {"value": minus["p_bad"], "met": minus["p_bad"] >= 0.95}
+    if data != "cloze":
+        checks["sst2_share_at_+1>=0.95"] = {"value": plus["share"], "met": plus["share"] >= 0.95}
+        checks["sst2_share_at_-1<=0.05"] = {"value": minus["share"], "met": minus["share"] <= 0.05}
+    checks["sweep_monotone"] = {"value": results["sweep"]["max_violation"]["share"],
+                                "met": results["sweep"]["monotone"]}
     oe = results.get("open_ended", {})
     if {"+1", "-1", "0"} <= set(oe):
         pos, neg, ref = oe["+1"], oe["-1"], oe["0"]
@@ -318,7 +330,8 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
         raise ConfigError("eval steering needs a hybrid (ODE) checkpoint; this one is discrete")
     _check_tokenizers(models)
     say = log or (lambda msg: None)
-    results: dict[str, Any] = {"checkpoints": dict(models.names), "settings": _settings(cfg)}
+    results: dict[str, Any] = {"checkpoints": dict(models.names), "steer_data": models.steer_data,
+                               "settings": _settings(cfg)}
 
     # the judges first: a bad SST-2 file or judge spec fails before minutes of probing
     say("training the SST-2 judge")

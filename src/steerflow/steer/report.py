@@ -99,6 +99,14 @@ def targets_table(results: dict[str, Any]) -> str:
     return format_table(["target", "measured", "met"], rows)
 
 
+def _steer_data_line(results: dict[str, Any]) -> str:
+    data = results.get("steer_data")
+    if data in ("cloze", "sst2"):
+        kind = "raw P(good) / P(bad)" if data == "cloze" else "the restricted share"
+        return f"Steering data: {data}, so the probe targets are on {kind}.\n"
+    return "Steering data unknown: both the cloze and the SST-2 probe targets are shown.\n"
+
+
 def _compact(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -144,7 +152,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"The ODE beats ActAdd when its best rate exceeds ActAdd's by more than {BEATS_Z} binomial "
         "standard errors in both directions (one-sided 95 %; `z` in the targets table). "
         "Figure: `tradeoff.png`.", "",
-        "## Targets (issue 5)", "", targets_table(results), "",
+        "## Targets (issue 5)", "", _steer_data_line(results), targets_table(results), "",
     ]
     return "\n".join(parts)
 
