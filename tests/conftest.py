@@ -18,6 +18,63 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 
+FAKE_WORDS = ("the a movie film was is good bad great awful plot actor scene story cat dog sat ran "
+              "on in of and it 's not very quite funny boring long short music score , . 1990 "
+              "@-@").split()
+
+
+def fake_lines(n_lines: int, seed: int, words=FAKE_WORDS, length=(3, 15),
+               blank_rate: float = 0.0) -> str:
+    """``n_lines`` WikiText-like lines (a leading space, space-separated words, a trailing
+    newline) from a seeded RNG; a ``blank_rate`` share of them are blank (`` \n``)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        if blank_rate and rng.random() < blank_rate:
+            lines.append(" \n")
+        else:
+            lines.append(" " + " ".join(rng.choice(words) for _ in range(rng.randint(*length)))
+                         + " \n")
+    return "".join(lines)
+
+
+def write_fake_data(root: Path, *, wikitext=(("train", 300, 0), ("valid", 40, 1), ("test", 40, 2)),
+                    words=FAKE_WORDS, length=(3, 15), blank_rate: float = 0.0,
+                    texts: dict | None = None, sst2=None, gpt2_placeholder: bool = False) -> Path:
+    """A data folder with the layout of the real one (``wikitext-2/``, ``sst2/``, and
+    ``gpt2-tokenizer/`` placeholder files when asked), all generated text.
+
+    Args:
+        wikitext: ``(split, lines, seed)`` per WikiText-2 split (ignored where ``texts`` is given).
+        texts: the split texts themselves, instead of generated ones.
+        sst2: the SST-2 rows ``[(sentence, label), ...]`` written to both train.tsv and dev.tsv;
+            None writes no ``sst2/`` folder.
+    """
+    (root / "wikitext-2").mkdir(parents=True)
+    texts = texts or {split: fake_lines(n, seed, words, length, blank_rate)
+                      for split, n, seed in wikitext}
+    for split, text in texts.items():
+        (root / "wikitext-2" / f"{split}.txt").write_text(text, encoding="utf-8")
+    if sst2 is not None:
+        (root / "sst2").mkdir()
+        body = "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in sst2)
+        for split in ("train", "dev"):
+            (root / "sst2" / f"{split}.tsv").write_text(body, encoding="utf-8")
+    if gpt2_placeholder:
+        (root / "gpt2-tokenizer").mkdir()
+        (root / "gpt2-tokenizer" / "encoder.json").write_text("{}", encoding="utf-8")
+        (root / "gpt2-tokenizer" / "vocab.bpe").write_text("#version: 0.2\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_fake_data():
+    """The :func:`write_fake_data` function: ``make_fake_data(root, **options) -> root``."""
+    return write_fake_data
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder from ``$STEERFLOW_DATA``; tests that use it are skipped when absent."""

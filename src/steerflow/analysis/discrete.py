@@ -53,7 +53,7 @@ def residual_updates(model, idx: torch.Tensor, u=None, solver=None) -> list[Upda
         for position, block in enumerate(model.blocks):
             if model.ode is not None and position == model.n_before:
                 h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
-                               model.solver_for_mode(solver))
+                               model.resolve_solver(solver))
                 updates.append(Update("ode", x, h1 - x))
                 x = h1
             f_x = block.residual_branch(x)  # f_l(x_l): the block is x + f_l(x)
@@ -62,7 +62,7 @@ def residual_updates(model, idx: torch.Tensor, u=None, solver=None) -> list[Upda
             x = x + f_x
         if model.ode is not None and model.n_before == len(model.blocks):
             h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
-                           model.solver_for_mode(solver))
+                           model.resolve_solver(solver))
             updates.append(Update("ode", x, h1 - x))
     return updates
 

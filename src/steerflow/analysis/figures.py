@@ -18,7 +18,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
     _pyplot().close(fig)

@@ -127,7 +127,7 @@ def default_cache_dir() -> Path:
 # ---------------------------------------------------------------------------- inputs
 def load_hybrid(path: str, device: str, role: str):
     """A hybrid checkpoint with a tokenizer, in eval mode."""
-    from steerflow.cli.common import load_model
+    from steerflow.model.hub import load_model
 
     model = load_model(path, device)
     if model.ode is None:
@@ -164,10 +164,7 @@ def first_batch(tokens: np.ndarray, batch_size: int, block_size: int) -> torch.T
 def ode_input(model, idx: torch.Tensor) -> torch.Tensor:
     """H(0): the hidden state entering the ODE block for token ids ``idx`` ``(B, T)``."""
     with torch.no_grad():
-        x = model.embed(idx)
-        for block in model.blocks[: model.n_before]:
-            x = block(x)
-    return x  # (B, T, d)
+        return model.ode_input(idx)  # (B, T, d)
 
 
 def validation_loss(model, tokens: np.ndarray, batches: int, batch_size: int = 16) -> float:
@@ -423,7 +420,7 @@ def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def _load_any(path: str, device: str):
-    from steerflow.cli.common import load_model
+    from steerflow.model.hub import load_model
 
     model = load_model(path, device)
     _require_tokenizer(model, path)
@@ -457,7 +454,7 @@ def write_outputs(out: Path, results: dict[str, Any], flow: dict[str, Any],
     """results.json, report.md and the PNG figures."""
     from steerflow.analysis import figures
     from steerflow.analysis.report import markdown_report
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     figure_data = figure_data or {}

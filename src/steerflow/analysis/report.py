@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from steerflow.cli.common import format_table
+from steerflow.io import format_table
 
 
 def _num(x: Optional[float], fmt: str = ".3g") -> str:

@@ -4,7 +4,7 @@
 * :mod:`~steerflow.bench.flops` — analytic FLOPs per token (forward, backprop, adjoint);
 * :mod:`~steerflow.bench.memory` — peak tensor memory of one training step;
 * :mod:`~steerflow.bench.timing` — alternating, warmed-up, repeated timings with medians and IQRs;
-* :mod:`~steerflow.bench.machine` — what the numbers were measured on.
+* :func:`steerflow.io.machine_info` — what the numbers were measured on.
 """
 
 from steerflow.bench.flops import FlopCount, flop_ratio, flops_per_token

@@ -6,9 +6,9 @@ import json
 import math
 from typing import Any
 
-from steerflow.bench.machine import describe
+from steerflow.io import describe_machine as describe
 from steerflow.bench.profile import side_by_side
-from steerflow.cli.common import format_table
+from steerflow.io import format_table
 
 
 def _clean(obj: Any) -> Any:

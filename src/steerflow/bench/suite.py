@@ -16,26 +16,18 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from steerflow.bench.flops import flops_per_token
-from steerflow.bench.machine import machine_info
 from steerflow.bench.memory import measure_step_memory
 from steerflow.bench.runtime import reuse_freed_memory, set_threads
 from steerflow.bench.timing import Timing, paired_ratio, synchronize, time_alternating
 from steerflow.config import PRESETS, ModelConfig, SolverSpec
 from steerflow.errors import ConfigError
+from steerflow.io import machine_info
+from steerflow.experiments.paper import BENCH_LATENCY_TARGETS as LATENCY_TARGETS
+from steerflow.experiments.paper import BENCH_TARGETS as TARGETS
 
 #: the benchmarks, in the order they run
 BENCHMARKS = ("latency", "generate", "train", "memory", "mfu", "solver")
 
-#: issue 8's targets: (key, comparison, bound); ``latency_ratio`` depends on the config
-TARGETS: dict[str, tuple[str, float]] = {
-    "latency_over_flop": ("<=", 1.05),
-    "generate_ratio": (">=", 1.0),
-    "train_ratio": (">=", 1.0),
-    "adjoint_memory_growth": ("<=", 1.25),
-    "direct_memory_growth": (">=", 4.0),
-    "mfu": (">=", 0.40),
-}
-LATENCY_TARGETS = {"paper": 0.97, "gpt2": 0.90}
 
 
 @dataclass

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from steerflow.bench.report import format_report, to_json
     from steerflow.bench.suite import run_bench
     from steerflow.cli.common import eprint
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     opts = _options(args)
     result = run_bench(opts, progress=lambda name: eprint(f"steerflow bench: {name} ..."))

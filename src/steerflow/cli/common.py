@@ -1,43 +1,20 @@
-"""Helpers shared by subcommands: printing JSON and tables, loading checkpoints."""
+"""Helpers shared by subcommands: printing JSON, argparse types and the common flags."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Optional
 
 from steerflow.errors import InputError
+from steerflow.io import format_table, json_safe, to_json  # noqa: F401  (re-exported for subcommands)
+from steerflow.model.hub import load_model  # noqa: F401  (re-exported for subcommands)
 
 
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout (non-finite floats become null, which JSON allows)."""
-    print(json.dumps(json_safe(obj), indent=2))
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats as None (JSON has no NaN) and tuples as lists."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table (readable in a terminal too)."""
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    print(to_json(obj), end="")
 
 
 def existing_dir(path: str) -> Path:
@@ -64,14 +41,6 @@ def output_folder(path: str) -> str:
     return path
 
 
-def load_model(path: str | Path, device: str = "cpu"):
-    """Load a checkpoint folder for evaluation (errors are one-line CheckpointErrors)."""
-    from steerflow.model.gpt import SteerFlowGPT
-
-    model = SteerFlowGPT.from_pretrained(path, map_location=device)
-    return model.to(device).eval()
-
-
 def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr)
 
@@ -96,3 +65,39 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def add_data_flags(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    """``--data-dir`` (and ``--cache-dir``): where the real data and the token caches live."""
+    p.add_argument("--data-dir", default=None,
+                   help="data folder with wikitext-2/, sst2/, gpt2-tokenizer/ "
+                        "(default: $STEERFLOW_DATA, else the Hugging Face Hub)")
+    if cache:
+        p.add_argument("--cache-dir", default=None,
+                       help="token cache folder (default: $STEERFLOW_CACHE or ~/.cache/steerflow)")
+
+
+def add_common_flags(p: argparse.ArgumentParser, *, out: Optional[str] = None,
+                     out_default: Optional[str] = None, out_required: bool = False,
+                     device: Optional[str] = "cpu", threads: bool = True,
+                     json: str = "print one JSON object on stdout instead of tables",
+                     quiet: bool = True) -> None:
+    """The flags most subcommands share, declared once: ``--out`` (when ``out`` describes what
+    goes there), ``--device`` (``device`` is its default; None leaves it out), ``--threads``,
+    ``--json`` and ``--quiet``. A default of ``auto`` means CUDA when available, else CPU."""
+    if out is not None:
+        default_text = f" (default: {out_default})" if out_default else ""
+        p.add_argument("--out", type=output_folder, default=out_default, required=out_required,
+                       help=f"{out}{default_text}")
+    if device is not None:
+        p.add_argument("--device", default=None if device == "auto" else device,
+                       help=f"torch device: cpu, cuda, cuda:N{', auto' if device == 'auto' else ''} "
+                            f"(default: {device})")
+    if threads:
+        p.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads (default: torch's choice; 1 is fastest for small "
+                            "models on a busy machine)")
+    if json:
+        p.add_argument("--json", action="store_true", help=json)
+    if quiet:
+        p.add_argument("--quiet", action="store_true", default=None, help="no progress output")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from steerflow.eval.invariance import (
         InvarianceSettings, format_report, plot_sweeps, require_hybrid, run_invariance,
         validation_batches)
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     settings = InvarianceSettings(
         controls=tuple(args.controls),

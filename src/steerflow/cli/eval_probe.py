@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from steerflow.cli.common import eprint, json_safe, load_model, print_json
     from steerflow.eval.invariance import require_hybrid, validation_batches
     from steerflow.eval.probe import ProbeSettings, format_report, run_probe, write_figures
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     settings = ProbeSettings(
         us=tuple(args.us), methods=tuple(args.methods), rtol=args.rtol, atol=args.atol,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from steerflow.data.source import DataSource
+from steerflow.data.texts import read_data_file
 from steerflow.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,7 @@ def load_sst2(source: DataSource, split: Literal["train", "dev"]) -> list[tuple[
 
 def _read_lines(path: Path) -> list[str]:
     """Lines of a non-empty UTF-8 file; DataError naming the file otherwise."""
-    if not path.is_file():
-        raise DataError(f"SST-2 file {path} is missing")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"SST-2 file {path} is empty")
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"SST-2 file {path} is not valid UTF-8 (byte {exc.start})") from exc
+    return read_data_file(path, "SST-2 file").splitlines()
 
 
 def _parse_row(path: Path, lineno: int, line: str) -> tuple[str, int]:

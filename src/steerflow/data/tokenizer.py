@@ -23,6 +23,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 
 from steerflow.data.source import DataSource
 from steerflow.errors import DataError
+from steerflow.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "vocab_size": self.vocab_size, "sha256": self.content_hash()}
-        _write_utf8(directory / TOKENIZER_FILE, self.to_json())
-        _write_utf8(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(directory / TOKENIZER_FILE, self.to_json())
+        atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -241,14 +242,7 @@ def build_tokenizer(
             source.path("gpt2-tokenizer", "vocab.bpe"),
         )
     if train_texts is None:
-        from steerflow.data.wikitext import load_lm_texts
+        from steerflow.data.texts import load_lm_texts
 
         train_texts = load_lm_texts(source)["train"].splitlines(keepends=True)
     return train_bpe(train_texts, size)
-
-
-def _write_utf8(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` atomically (temporary file + rename)."""
-    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

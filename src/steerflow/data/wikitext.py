@@ -24,15 +24,14 @@ from tqdm.auto import tqdm
 from steerflow.data.source import DataSource
 from steerflow.data.tokenizer import Tokenizer
 from steerflow.errors import DataError
+from steerflow.data.texts import SPLITS, load_lm_texts  # noqa: F401  (load_lm_texts re-exported)
+from steerflow.io import atomic_write, atomic_write_text, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 MANIFEST_FILE = "manifest.json"
 #: Bump when the cache layout or the encoding procedure changes.
 CACHE_FORMAT = 1
-HUB_DATASET = ("Salesforce/wikitext", "wikitext-2-raw-v1")
-_HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 #: Cut points for chunked encoding: between a non-space character and a space that starts a word.
 #: Byte-level BPE (GPT-2 regex) pre-tokenizes there anyway, so chunked == whole-text encoding.
 _SAFE_CUT = re.compile(r"(?<=\S)(?= \S)")
@@ -56,55 +55,6 @@ class PreparedLM:
     manifest: dict
     tokenizer: Tokenizer
     cache_dir: Path
-
-
-def _read_text(path: Path) -> str:
-    """The UTF-8 text of ``path``; DataError naming the file if missing, empty or not UTF-8."""
-    if not path.is_file():
-        raise DataError(f"data file {path} is missing")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file {path} is empty")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"data file {path} is not valid UTF-8 (byte {exc.start})") from exc
-
-
-def load_lm_texts(source: DataSource) -> dict[str, str]:
-    """The WikiText-2 train/valid/test texts of ``source``.
-
-    Local sources read ``wikitext-2/{train,valid,test}.txt`` (the tokenized v1 form); the Hub gives
-    ``wikitext-2-raw-v1`` with its lines joined.
-
-    Raises:
-        DataError: a file is missing, empty or not UTF-8 (the message names it).
-    """
-    if source.kind == "hub":
-        return _load_hub_texts()
-    return {split: _read_text(source.path("wikitext-2", f"{split}.txt")) for split in SPLITS}
-
-
-def _load_hub_texts() -> dict[str, str]:
-    """WikiText-2 raw from the Hub via ``datasets`` (imported here: it is an optional extra)."""
-    import datasets
-
-    logger.info("Loading %s (%s) from the Hugging Face Hub", *HUB_DATASET)
-    try:
-        dataset = datasets.load_dataset(*HUB_DATASET)
-    except Exception as exc:  # network and Hub errors come in many types
-        raise DataError(
-            f"could not load {HUB_DATASET[0]} ({HUB_DATASET[1]}) from the Hub: {exc}"
-        ) from exc
-    return {split: join_hub_lines(dataset[name]["text"]) for split, name in _HUB_SPLITS.items()}
-
-
-def join_hub_lines(lines: list[str]) -> str:
-    """Join the Hub's per-line records (each already ending in a newline) into one text."""
-    text = "".join(lines)
-    if not text.strip():
-        raise DataError(f"{HUB_DATASET[0]} ({HUB_DATASET[1]}) returned an empty split")
-    return text
 
 
 def split_for_encoding(text: str, chunk_chars: int = _CHUNK_CHARS) -> list[str]:
@@ -146,23 +96,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size - 1 <= np.iinfo(np.uint16).max else np.uint32)
 
 
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(texts: dict[str, str], tokenizer: Tokenizer) -> str:
     """Hash of (data content, tokenizer.json, cache format): the name of the cache subfolder."""
     identity = {
         "format": CACHE_FORMAT,
-        "texts": {split: _sha256_text(texts[split]) for split in SPLITS},
+        "texts": {split: sha256_text(texts[split]) for split in SPLITS},
         "tokenizer": tokenizer.content_hash(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -188,8 +126,8 @@ def _split_entry(text: str, ids: np.ndarray, path: Path) -> dict:
         "tokens": int(ids.size),
         "words": words,
         "tokens_per_word": ids.size / words,
-        "sha256": _sha256_file(path),
-        "text_sha256": _sha256_text(text),
+        "sha256": sha256_file(path),
+        "text_sha256": sha256_text(text),
     }
 
 
@@ -220,7 +158,7 @@ def _build_cache(
         "splits": entries,
         "steerflow_version": _steerflow_version(),
     }
-    _write_utf8(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -253,7 +191,7 @@ def _bin_problems(folder: Path, split: str, entry: dict, dtype: np.dtype) -> Ite
         yield f"{path} is missing"
     elif path.stat().st_size != entry["tokens"] * dtype.itemsize:
         yield f"{path} has {path.stat().st_size} bytes, expected {entry['tokens'] * dtype.itemsize}"
-    elif _sha256_file(path) != entry["sha256"]:
+    elif sha256_file(path) != entry["sha256"]:
         yield f"{path} does not match its sha256 in the manifest"
 
 
@@ -302,15 +240,6 @@ def prepare_lm_data(
     return _open_prepared(folder, manifest, tokenizer)
 
 
-def _write_utf8(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` atomically (temporary file + rename)."""
-    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _write_ids(path: Path, ids: np.ndarray, dtype: np.dtype) -> None:
     """Write ``ids`` as raw ``dtype`` values to ``path`` atomically."""
-    from steerflow.model.hub import atomic_write  # imported here: steerflow.model is heavy
-
     atomic_write(path, ids.astype(dtype).tofile)

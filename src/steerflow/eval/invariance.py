@@ -31,11 +31,10 @@ import torch.nn.functional as F
 
 from steerflow.config import SolverSpec
 from steerflow.errors import CheckpointError, InputError, SolverError
+from steerflow.experiments.paper import INVARIANCE as PAPER
+from steerflow.experiments.paper import INVARIANCE_THRESHOLD as THRESHOLD
 
 #: the pass mark of every metric (paper 1: "above ~1 % the model would be a ResNet in disguise")
-THRESHOLD = 0.01
-#: what paper 1 reports for Experiment 3
-PAPER = {"relative_divergence": 0.00068, "train_solver": "euler, 4 steps", "reference": "dopri5"}
 DEFAULT_CONTROLS = (-1.0, 0.0, 1.0)
 DEFAULT_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 DEFAULT_STEPS = (1, 2, 4, 8, 16, 32)
@@ -149,19 +148,13 @@ def output_divergence(logits: torch.Tensor, logits_ref: torch.Tensor,
 
 # --------------------------------------------------------------------------- model pieces
 def ode_input(model, idx: torch.Tensor) -> torch.Tensor:
-    """H(0) for token ids ``idx`` ``(B, T)``: embeddings and the discrete blocks before the ODE."""
-    x = model.embed(idx)  # (B, T, d)
-    for block in model.blocks[: model.n_before]:
-        x = block(x)
-    return x
+    """H(0) for token ids ``idx`` ``(B, T)`` (:meth:`SteerFlowGPT.ode_input`)."""
+    return model.ode_input(idx)
 
 
 def readout(model, h1: torch.Tensor) -> torch.Tensor:
-    """Logits ``(B, T, V)`` from the ODE block's output H(1): the later blocks, ``ln_f``, the head."""
-    x = h1
-    for block in model.blocks[model.n_before:]:
-        x = block(x)
-    return model.lm_head(model.ln_f(x))
+    """Logits ``(B, T, V)`` from H(1) (:meth:`SteerFlowGPT.readout`)."""
+    return model.readout(h1)
 
 
 def control_batch(model, u: float, batch_size: int, axis: int = 0) -> torch.Tensor:
@@ -469,7 +462,7 @@ def _report(settings, train_solver, cands, meters, main, failures, model, batche
 
 def format_report(result: dict[str, Any]) -> str:
     """Markdown tables for people: headline with verdicts, per control, and both sweeps."""
-    from steerflow.cli.common import format_table
+    from steerflow.io import format_table
 
     lines = [f"Solver invariance: training solver **{result['train_solver']}** vs "
              f"**{result['reference']}** (truth: {result['float64_reference']}); "
@@ -541,7 +534,7 @@ def plot_sweeps(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for i, u in enumerate(result["controls"]):

@@ -28,17 +28,9 @@ import torch
 
 from steerflow.config import ADAPTIVE_METHODS, SolverSpec
 from steerflow.errors import InputError
+from steerflow.experiments.paper import SOLVER_PROBING as PAPER
 from steerflow.eval.invariance import control_batch, ode_input, require_hybrid
 
-#: paper 1's solver-probing numbers
-PAPER = {
-    "dopri5_nfe_negative_u": 20,
-    "dopri5_nfe_positive_u": 14,
-    "solver_step_agreement": 0.15,
-    "nfe_loose_tolerance": 14,
-    "nfe_1000x_tighter": 26,
-    "probe_taus": [0.0, 0.5, 0.67, 1.0],
-}
 DEFAULT_US = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 DEFAULT_METHODS = ("dopri5", "adaptive_heun")
 DEFAULT_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
@@ -399,7 +391,7 @@ def plot_probe(probes: dict[str, Any], path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
@@ -422,7 +414,7 @@ def write_figures(result: ProbeResult, out: Path) -> list[str]:
 
 def format_report(result: ProbeResult) -> str:
     """Markdown tables: NFE vs u, solver agreement, NFE vs tolerance, probe accuracy, paper beside."""
-    from steerflow.cli.common import format_table
+    from steerflow.io import format_table
 
     lines = [f"Solver probing on {result.meta['windows']} validation windows of "
              f"{result.meta['tokens_per_window']} tokens (rtol={result.meta['rtol']:g}, "

@@ -51,6 +51,17 @@ class SteerFlowGPT(nn.Module):
         config = ModelConfig.from_name("tiny")
         model = SteerFlowGPT(config)
         logits, loss = model(idx, u=1.0, targets=idx)
+
+    The sandwich is exposed piece by piece, so analysis code never indexes ``blocks``::
+
+        h0 = model.ode_input(idx)                  # embeddings + blocks before the ODE, H(0)
+        h1 = model.ode(h0, model.control(u, B), solver)   # H(1) = H(0) + ∫ α F dτ
+        logits = model.readout(h1)                 # blocks after the ODE, ln_f, head
+
+    **Which solver runs** (the one rule, in :meth:`resolve_solver`): the ``solver`` argument of
+    ``forward``/``generate``/``stream`` when it is given; otherwise ``config.train_solver`` while
+    the module is in training mode and ``config.eval_solver`` in eval mode. Pass ``solver=`` to
+    make a call's solver independent of the mode.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -144,7 +155,9 @@ class SteerFlowGPT(nn.Module):
                 f"sequence of {past + idx.shape[1]} tokens exceeds the context length "
                 f"{self.config.block_size}")
 
-    def solver_for_mode(self, solver: Optional[SolverSpec]) -> SolverSpec:
+    def resolve_solver(self, solver: Optional[SolverSpec] = None) -> SolverSpec:
+        """The solver a call runs: ``solver`` if given, else the config's solver for the mode
+        (``train_solver`` in training mode, ``eval_solver`` in eval mode)."""
         if solver is not None:
             if not isinstance(solver, SolverSpec):
                 raise InputError(f"solver must be a SolverSpec, got {type(solver).__name__}")
@@ -165,7 +178,7 @@ class SteerFlowGPT(nn.Module):
         self._check_idx(idx, past)
         x = self.embed(idx, past)
         x = self.hidden_states(x, u, solver, cache)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
             if not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
@@ -179,6 +192,31 @@ class SteerFlowGPT(nn.Module):
         pos = torch.arange(past, past + idx.shape[1], device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, d)
 
+    @property
+    def blocks_before(self) -> nn.ModuleList:
+        """The discrete blocks that run before the ODE block (all of them in a plain GPT)."""
+        return self.blocks[: self.n_before]
+
+    @property
+    def blocks_after(self) -> nn.ModuleList:
+        """The discrete blocks that run after the ODE block (none in a plain GPT)."""
+        return self.blocks[self.n_before:]
+
+    def ode_input(self, idx: torch.Tensor, past: int = 0) -> torch.Tensor:
+        """H(0) ``(B, T, d)`` for token ids ``idx`` ``(B, T)``: embeddings and the blocks before
+        the ODE block (for a plain GPT: the whole residual stream before ``ln_f``)."""
+        x = self.embed(idx, past)  # (B, T, d)
+        for block in self.blocks_before:
+            x = block(x)
+        return x
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, T, V)`` from the ODE block's output H(1) ``(B, T, d)``: the blocks after
+        the ODE block, ``ln_f`` and the head."""
+        for block in self.blocks_after:
+            h = block(h)
+        return self.lm_head(self.ln_f(h))
+
     def hidden_states(self, x: torch.Tensor, u: ControlLike = None,
                       solver: Optional[SolverSpec] = None,
                       cache: Optional[GenerationCache] = None) -> torch.Tensor:
@@ -188,7 +226,7 @@ class SteerFlowGPT(nn.Module):
             x = block(x, kv)
         if self.ode is not None:
             uc = self.control(u, x.shape[0], x.device, x.dtype)
-            x = self.ode(x, uc, self.solver_for_mode(solver),
+            x = self.ode(x, uc, self.resolve_solver(solver),
                          caches=cache.ode if cache is not None else None)
         for block, kv in zip(self.blocks[self.n_before:], caches[self.n_before:]):
             x = block(x, kv)
@@ -224,7 +262,7 @@ class SteerFlowGPT(nn.Module):
         self._check_idx(idx)
         if idx.shape[1] == 0:
             raise InputError("the prompt is empty; give at least one token")
-        solver = self.solver_for_mode(solver)
+        solver = self.resolve_solver(solver)
         uc = self.control(u, idx.shape[0])
         generator = None
         if seed is not None:

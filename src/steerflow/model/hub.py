@@ -10,10 +10,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from steerflow.config import ModelConfig
 from steerflow.errors import CheckpointError, ConfigError
+from steerflow.io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -23,41 +24,6 @@ FORMAT_VERSION = 1
 #: ``from_pretrained("hf:user/repo")`` downloads from the Hub; plain paths are local only
 HUB_PREFIX = "hf:"
 _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt")
-
-
-def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same folder, atomic).
-
-    On any failure the temporary file is removed and the previous ``path`` is untouched; the error
-    names the path and the cause.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-
-
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_pretrained(model, directory: Union[str, os.PathLike], tokenizer=None) -> None:
@@ -180,3 +146,11 @@ def push_to_hub(model, repo_id: str, **kwargs) -> str:
         model.save_pretrained(tmp)
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp)
     return str(info)
+
+
+def load_model(path: Union[str, os.PathLike], device: str = "cpu"):
+    """Load a checkpoint folder for evaluation (errors are one-line CheckpointErrors)."""
+    from steerflow.model.gpt import SteerFlowGPT
+
+    model = SteerFlowGPT.from_pretrained(path, map_location=device)
+    return model.to(device).eval()

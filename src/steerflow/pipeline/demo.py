@@ -184,7 +184,7 @@ def stage_steer(s: RunSettings, env: Environment):
 
 
 def _load(ctx: StageContext, rel: str, env: Environment):
-    from steerflow.cli.common import load_model
+    from steerflow.model.hub import load_model
 
     return load_model(ctx.out_dir / rel, _device(env))
 
@@ -237,7 +237,7 @@ def _cache_dir(env: Environment) -> Path:
 def stage_invariance(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
         from steerflow.eval.invariance import format_report, plot_sweeps, run_invariance, validation_batches
-        from steerflow.model.hub import atomic_write_text
+        from steerflow.io import atomic_write_text
 
         model = _load(ctx, PATHS.steered, env)
         batches = validation_batches(model, env.data_dir, env.cache_dir,
@@ -257,7 +257,7 @@ def stage_probe(s: RunSettings, env: Environment):
         from steerflow.data import load_sst2
         from steerflow.eval.invariance import validation_batches
         from steerflow.eval.probe import ProbeSettings, format_report, run_probe, write_figures
-        from steerflow.model.hub import atomic_write_text
+        from steerflow.io import atomic_write_text
 
         model = _load(ctx, PATHS.steered, env)
         batches = validation_batches(model, env.data_dir, env.cache_dir,
@@ -323,7 +323,7 @@ def _device(env: Environment) -> str:
 def stage_bench(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
         from steerflow.bench.suite import BenchOptions, run_bench
-        from steerflow.model.hub import atomic_write_text
+        from steerflow.io import atomic_write_text
 
         device = _device(env)
         opts = (BenchOptions.quick_options(device=device) if s.bench_quick

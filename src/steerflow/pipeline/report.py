@@ -9,16 +9,9 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from steerflow.cli.common import format_table, json_safe
-from steerflow.model.hub import atomic_write_text
+from steerflow.experiments.paper import HEADLINE as PAPER
+from steerflow.io import atomic_write_text, format_table, json_safe
 
-#: paper 1's reported values (MISSION brief), printed beside ours
-PAPER = {
-    "baseline_final_loss": 6.471, "hybrid_final_loss": 6.449, "alpha_end": 0.065,
-    "grad_norm": "0.521±0.140 / 0.509±0.142", "ode_grad_norm": "0.033±0.021",
-    "probe": {"+1": (0.980, 0.002), "0": (0.914, 0.033), "-1": (0.002, 0.881)},
-    "relative_divergence": 0.00068, "latency_ratio": 0.98,
-}
 
 
 def _get(d: Any, *keys: str, default: Any = None) -> Any:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from steerflow.model.hub import atomic_write_text
+from steerflow.io import atomic_write_text
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from steerflow.errors import ConfigError, InputError
+from steerflow.experiments.paper import PPL_BUDGET, STEERING_TARGETS
 from steerflow.steer.actadd import DEFAULT_COEFS
 from steerflow.steer.probe import PROBE_PROMPT, PROBE_WORDS, TABLE_US
 
@@ -30,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: u values of the open-ended sweep (the probe sweep is finer: 21 points)
 DEFAULT_OPEN_US = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
-#: the issue's fluency budget: steered continuations may be at most 25 % less likely than u = 0's
-PPL_BUDGET = 1.25
 #: one-sided 95 % normal quantile: "beats" needs a rate difference this many standard errors wide
 BEATS_Z = 1.645
 
@@ -281,21 +280,28 @@ def target_checks(results: dict[str, Any]) -> dict[str, Any]:
     plus, minus = table["+1"], table["-1"]
     data = results.get("steer_data")
     checks: dict[str, Any] = {}
+    t = STEERING_TARGETS
     if data != "sst2":
-        checks["cloze_p_good_at_+1>=0.98"] = {"value": plus["p_good"], "met": plus["p_good"] >= 0.98}
-        checks["cloze_p_bad_at_-1>=0.95"] = {"value": minus["p_bad"], "met": minus["p_bad"] >= 0.95}
+        checks["cloze_p_good_at_+1>=0.98"] = {"value": plus["p_good"],
+                                              "met": plus["p_good"] >= t["cloze_p_good_at_+1"]}
+        checks["cloze_p_bad_at_-1>=0.95"] = {"value": minus["p_bad"],
+                                             "met": minus["p_bad"] >= t["cloze_p_bad_at_-1"]}
     if data != "cloze":
-        checks["sst2_share_at_+1>=0.95"] = {"value": plus["share"], "met": plus["share"] >= 0.95}
-        checks["sst2_share_at_-1<=0.05"] = {"value": minus["share"], "met": minus["share"] <= 0.05}
+        checks["sst2_share_at_+1>=0.95"] = {"value": plus["share"],
+                                            "met": plus["share"] >= t["sst2_share_at_+1"]}
+        checks["sst2_share_at_-1<=0.05"] = {"value": minus["share"],
+                                            "met": minus["share"] <= t["sst2_share_at_-1"]}
     checks["sweep_monotone"] = {"value": results["sweep"]["max_violation"]["share"],
                                 "met": results["sweep"]["monotone"]}
     oe = results.get("open_ended", {})
     if {"+1", "-1", "0"} <= set(oe):
         pos, neg, ref = oe["+1"], oe["-1"], oe["0"]
         checks["open_ended_positive_at_+1>=0.90_all_judges"] = {
-            "value": pos["positive_rate"], "met": min(pos["positive_rate"].values()) >= 0.90}
+            "value": pos["positive_rate"],
+            "met": min(pos["positive_rate"].values()) >= t["open_ended_positive_at_+1"]}
         checks["open_ended_positive_at_-1<=0.10_all_judges"] = {
-            "value": neg["positive_rate"], "met": max(neg["positive_rate"].values()) <= 0.10}
+            "value": neg["positive_rate"],
+            "met": max(neg["positive_rate"].values()) <= t["open_ended_positive_at_-1"]}
         ratio = max(pos["perplexity"], neg["perplexity"]) / ref["perplexity"]
         checks["perplexity_at_+-1<=1.25x_u0"] = {"value": ratio, "met": ratio <= PPL_BUDGET}
     if "tradeoff" in results:

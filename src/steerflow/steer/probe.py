@@ -186,7 +186,7 @@ def plot_sweep(sweeps: dict[str, ProbeSweep], path, words: Sequence[str] = PROBE
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     fig, (ax_p, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (name, sweep) in enumerate(sweeps.items()):

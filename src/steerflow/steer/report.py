@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steerflow.cli.common import format_table, json_safe
+from steerflow.experiments.paper import STEERING_PROBE
+from steerflow.io import format_table, json_safe
 from steerflow.steer.evaluate import BEATS_Z, u_key
 
 
@@ -25,7 +26,7 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md``, ``fig2.png`` and ``tradeoff.png`` into ``out``."""
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
     from steerflow.steer.probe import plot_sweep
 
     out = Path(out)
@@ -42,7 +43,7 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- tables
 def probe_table(results: dict[str, Any]) -> str:
     """Paper 1, Table 2 beside the paper's numbers."""
-    paper = {"+1": (0.980, 0.002), "0": (0.914, 0.033), "-1": (0.002, 0.881)}
+    paper = STEERING_PROBE
     rows = []
     for key in ("+1", "0", "-1"):
         p = results["probe"][key]
@@ -165,7 +166,7 @@ def plot_tradeoff(results: dict[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     base = results["baselines"]
     methods = {"ODE (u)": results["open_ended"], "ActAdd (coef)": base["actadd"]["open_ended"]}

@@ -17,24 +17,13 @@ import platform
 from pathlib import Path
 from typing import Any, Optional
 
-from steerflow.cli.common import json_safe
+from steerflow.io import json_safe
+from steerflow.experiments.paper import GRADIENT_STABILITY as PAPER
+from steerflow.experiments.paper import VAL_LOSS_TOLERANCE
 from steerflow.train.config import TrainConfig
 from steerflow.train.metrics import METRICS_FILE, mean_std, read_metrics
 
 MODELS = ("baseline", "hybrid")
-#: Paper 1, Table 1 / Fig. 1 (500 steps on WikiText-2, paper config, GPT-2 tokenizer).
-PAPER: dict[str, Any] = {
-    "steps": 500,
-    "config": "paper",
-    "baseline": {"params": 30_503_424, "final_loss": 6.471, "grad_norm_mean": 0.521,
-                 "grad_norm_std": 0.140, "vanishing_steps": 0, "exploding_steps": 0},
-    "hybrid": {"params": 29_781_249, "final_loss": 6.449, "grad_norm_mean": 0.509,
-               "grad_norm_std": 0.142, "ode_grad_norm_mean": 0.033, "ode_grad_norm_std": 0.021,
-               "alpha_start": 0.1, "alpha_end": 0.065, "vanishing_steps": 0,
-               "exploding_steps": 0},
-}
-#: hybrid validation loss may exceed the baseline's by at most this fraction (issue 4)
-VAL_LOSS_TOLERANCE = 0.02
 
 
 def machine_description(threads: Optional[int] = None) -> dict[str, Any]:
@@ -136,7 +125,7 @@ def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
     ``base.model`` and ``base.out`` are ignored (the runs go to ``out/baseline`` and
     ``out/hybrid``). Returns the content of ``results.json``.
     """
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +240,7 @@ def plot_figure(out: Path, results: dict[str, Any]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from steerflow.model.hub import atomic_write
+    from steerflow.io import atomic_write
 
     curves = {k: read_metrics(out / k / METRICS_FILE, "train") for k in MODELS}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))

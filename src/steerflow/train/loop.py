@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steerflow.cli.common import json_safe
+from steerflow.io import json_safe
 from steerflow.errors import CheckpointError, ConfigError, DataError, SolverError
 from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood, token_nll
 from steerflow.train import checkpoint as ckpt
@@ -337,7 +337,7 @@ class Trainer:
 
     def _start(self) -> int:
         """Restore the newest loadable checkpoint on --resume, else prepare a fresh run folder."""
-        from steerflow.model.hub import atomic_write_text
+        from steerflow.io import atomic_write_text
 
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -626,7 +626,7 @@ class Trainer:
         if self.ctx.is_main:
             import json
 
-            from steerflow.model.hub import atomic_write_text
+            from steerflow.io import atomic_write_text
 
             atomic_write_text(self.out / SUMMARY_FILE,
                               json.dumps(json_safe(result.summary()), indent=2) + "\n")

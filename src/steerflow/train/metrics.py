@@ -88,7 +88,7 @@ def read_metrics(path: Path, kind: Optional[str] = None) -> list[dict[str, Any]]
 
 def truncate_metrics(path: Path, step: int) -> int:
     """Keep only the records with ``step <= step`` (atomically); return how many were dropped."""
-    from steerflow.model.hub import atomic_write_text
+    from steerflow.io import atomic_write_text
 
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,93 @@
+"""Every number the papers report and every target steerflow measures itself against.
+
+Paper 1 is *Continuous-Depth Transformers with Learned Control Dynamics* (Jemley, 2026); the
+targets come from the project's issues. Studies print these beside their own measurements; change
+a number here and every report, table and figure that cites it follows. This module imports
+nothing, so any layer of the package may read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# --------------------------------------------------------------------------------------------
+# paper 1, as reported
+# --------------------------------------------------------------------------------------------
+
+#: Exp. 1 (Table 1 / Fig. 1): 500 steps on WikiText-2, paper config, GPT-2 tokenizer.
+GRADIENT_STABILITY: dict[str, Any] = {
+    "steps": 500,
+    "config": "paper",
+    "baseline": {"params": 30_503_424, "final_loss": 6.471, "grad_norm_mean": 0.521,
+                 "grad_norm_std": 0.140, "vanishing_steps": 0, "exploding_steps": 0},
+    "hybrid": {"params": 29_781_249, "final_loss": 6.449, "grad_norm_mean": 0.509,
+               "grad_norm_std": 0.142, "ode_grad_norm_mean": 0.033, "ode_grad_norm_std": 0.021,
+               "alpha_start": 0.1, "alpha_end": 0.065, "vanishing_steps": 0,
+               "exploding_steps": 0},
+}
+
+#: Exp. 2 (Table 2): next-token (P(" good"), P(" bad")) after "The movie was" per control u.
+STEERING_PROBE: dict[str, tuple[float, float]] = {
+    "+1": (0.980, 0.002), "0": (0.914, 0.033), "-1": (0.002, 0.881)}
+
+#: Exp. 3: Euler-4 against dopri5, relative divergence ‖H_euler − H_dopri5‖ / ‖H_dopri5‖.
+INVARIANCE: dict[str, Any] = {
+    "relative_divergence": 0.00068, "train_solver": "euler, 4 steps", "reference": "dopri5"}
+
+#: Solver probing: dopri5 NFE per sign of u, solver agreement, NFE against tolerance, probe τs.
+SOLVER_PROBING: dict[str, Any] = {
+    "dopri5_nfe_negative_u": 20,
+    "dopri5_nfe_positive_u": 14,
+    "solver_step_agreement": 0.15,
+    "nfe_loose_tolerance": 14,
+    "nfe_1000x_tighter": 26,
+    "probe_taus": [0.0, 0.5, 0.67, 1.0],
+}
+
+#: Exp. 4: inference latency hybrid / baseline (507 vs 520 ms per batch).
+LATENCY_RATIO = 0.98
+
+#: The headline numbers the end-to-end report prints beside its own.
+HEADLINE: dict[str, Any] = {
+    "baseline_final_loss": GRADIENT_STABILITY["baseline"]["final_loss"],
+    "hybrid_final_loss": GRADIENT_STABILITY["hybrid"]["final_loss"],
+    "alpha_end": GRADIENT_STABILITY["hybrid"]["alpha_end"],
+    "grad_norm": "0.521±0.140 / 0.509±0.142", "ode_grad_norm": "0.033±0.021",
+    "probe": STEERING_PROBE,
+    "relative_divergence": INVARIANCE["relative_divergence"], "latency_ratio": LATENCY_RATIO,
+}
+
+# --------------------------------------------------------------------------------------------
+# steerflow's targets
+# --------------------------------------------------------------------------------------------
+
+#: Exp. 1: the hybrid's validation loss may exceed the baseline's by at most this fraction.
+VAL_LOSS_TOLERANCE = 0.02
+
+#: Exp. 3: above this relative divergence the hybrid is "a ResNet in disguise" (paper 1).
+INVARIANCE_THRESHOLD = 0.01
+
+#: Steering: open-ended perplexity at u = ±1 may be at most this multiple of u = 0's.
+PPL_BUDGET = 1.25
+
+#: Steering: the probe and open-ended thresholds (``steerflow eval steering``'s targets).
+STEERING_TARGETS: dict[str, float] = {
+    "cloze_p_good_at_+1": 0.98,
+    "cloze_p_bad_at_-1": 0.95,
+    "sst2_share_at_+1": 0.95,
+    "sst2_share_at_-1": 0.05,
+    "open_ended_positive_at_+1": 0.90,
+    "open_ended_positive_at_-1": 0.10,
+}
+
+#: Benchmark (issue 8): (comparison, bound) per key; ``latency_ratio`` depends on the config.
+BENCH_TARGETS: dict[str, tuple[str, float]] = {
+    "latency_over_flop": ("<=", 1.05),
+    "generate_ratio": (">=", 1.0),
+    "train_ratio": (">=", 1.0),
+    "adjoint_memory_growth": ("<=", 1.25),
+    "direct_memory_growth": (">=", 4.0),
+    "mfu": (">=", 0.40),
+}
+#: Benchmark: the latency-ratio bound per config.
+BENCH_LATENCY_TARGETS: dict[str, float] = {"paper": 0.97, "gpt2": 0.90}
