@@ -90,7 +90,8 @@ def test_judge_summary_rates_and_agreement():
 
 def test_judges_agree_on_clear_cases():
     """VADER and the SST-2 classifier (trained on 8,000 real SST-2 sentences) agree on clear text."""
-    from steerflow.eval.judges import SST2ClassifierJudge, TfidfConfig, VaderJudge
+    from steerflow.steer.judges.pretrained import VaderJudge
+    from steerflow.steer.judges.sst2 import SST2ClassifierJudge, TfidfConfig
 
     try:
         source = resolve_data_source(require=("sst2",), allow_hub=False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from steerflow.model.gpt import SteerFlowGPT
-from steerflow.steer.probe import probe
+from steerflow.steer.sentiment_probe import probe
 
 
 @pytest.fixture(scope="module")

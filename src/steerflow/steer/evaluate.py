@@ -25,7 +25,7 @@ import numpy as np
 from steerflow.errors import ConfigError, InputError
 from steerflow.experiments.paper import PPL_BUDGET, STEERING_TARGETS
 from steerflow.steer.actadd import DEFAULT_COEFS
-from steerflow.steer.probe import PROBE_PROMPT, PROBE_WORDS, TABLE_US
+from steerflow.steer.sentiment_probe import PROBE_PROMPT, PROBE_WORDS, TABLE_US
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +112,14 @@ def steer_run_info(checkpoint: str | Path) -> dict[str, Any]:
 def probe_section(model, tokenizer, cfg: SteeringEvalConfig, intervention_for=None,
                   values: Optional[Sequence[float]] = None) -> dict[str, Any]:
     """Table (u ∈ {+1, 0, −1}) and sweep of the probe; ``intervention_for(v)`` for ActAdd."""
-    from steerflow.steer.probe import probe, probe_sweep, sweep_values
+    from steerflow.steer.sentiment_probe import probe, probe_sweep, sweep_values
 
     kw = dict(prompt=cfg.probe_prompt, words=cfg.probe_words, axis=cfg.axis)
     if intervention_for is None:
         table = probe(model, tokenizer, TABLE_US, **kw)
         sweep = probe_sweep(model, tokenizer, sweep_values(*cfg.sweep_range, cfg.sweep_points), **kw)
     else:  # ActAdd: u stays 0, the coefficient moves
-        from steerflow.steer.probe import ProbeSweep
+        from steerflow.steer.sentiment_probe import ProbeSweep
 
         points = [probe(model, tokenizer, (0.0,), intervention=intervention_for(v), **kw)[0]
                   for v in values]
@@ -135,7 +135,7 @@ def probe_section(model, tokenizer, cfg: SteeringEvalConfig, intervention_for=No
 def build_judges(source, cfg: SteeringEvalConfig) -> tuple[list, dict[str, float]]:
     """VADER, the SST-2 classifier (trained here, or reused from ``judge_cache``) and extras."""
     from steerflow.data import load_sst2
-    from steerflow.eval.judges import make_judge
+    from steerflow.steer.judges.factory import make_judge
 
     train, dev = load_sst2(source, "train"), load_sst2(source, "dev")
     kw: dict[str, Any] = {"train_pairs": train, "dev_pairs": dev, "seed": cfg.seed}
@@ -406,7 +406,7 @@ def _check_tokenizers(models: Models) -> None:
 
 def _ceiling(model, cfg: SteeringEvalConfig) -> dict[str, float]:
     """Highest reachable P(word) through the frozen ln_f + head, per probe word (see probe.py)."""
-    from steerflow.steer.probe import probability_ceiling
+    from steerflow.steer.sentiment_probe import probability_ceiling
 
     return {w.strip(): probability_ceiling(model, model.tokenizer, w) for w in cfg.probe_words}
 
@@ -414,7 +414,7 @@ def _ceiling(model, cfg: SteeringEvalConfig) -> dict[str, float]:
 def _probe_at_zero(model, cfg: SteeringEvalConfig) -> dict[str, float]:
     """The probe of ``model`` at u = 0 alone (the batch shape of ActAdd's probe, so coefficient 0
     reproduces it bit for bit)."""
-    from steerflow.steer.probe import probe
+    from steerflow.steer.sentiment_probe import probe
 
     point = probe(model, model.tokenizer, (0.0,), prompt=cfg.probe_prompt, words=cfg.probe_words,
                   axis=cfg.axis)[0]

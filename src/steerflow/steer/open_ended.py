@@ -161,7 +161,7 @@ class Scorer:
 
 def judge_summary(texts: Sequence[str], judges: Sequence) -> dict[str, Any]:
     """Positive rate per judge, and the agreement (and Cohen's kappa) of each pair of judges."""
-    from steerflow.eval.judges import cohens_kappa, judge_agreement
+    from steerflow.steer.judges.agreement import cohens_kappa, judge_agreement
 
     labels = {j.name: np.asarray(j.is_positive(list(texts)), dtype=bool) for j in judges}
     out: dict[str, Any] = {"positive_rate": {name: float(v.mean()) for name, v in labels.items()}}
@@ -204,7 +204,7 @@ def evaluate_setting(method: str, value: float, continuations: Sequence[Continua
 
     ``perplexity`` is keyed by scorer name; the first scorer is the headline one.
     """
-    from steerflow.eval.text_metrics import distinct_scores
+    from steerflow.steer.text_metrics import distinct_scores
 
     if not continuations:
         raise InputError(f"{method}={value}: no continuations to evaluate")

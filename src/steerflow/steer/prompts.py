@@ -56,7 +56,7 @@ def neutral_prompts(source, n: int = 50, n_words: int = 5, seed: int = 0,
     a seeded random sample of all candidates, returned in a deterministic order.
     """
     from steerflow.data import load_lm_texts
-    from steerflow.eval.judges import VaderJudge
+    from steerflow.steer.judges.pretrained import VaderJudge
 
     if n < 1:
         raise InputError(f"the number of prompts must be >= 1, got {n}")

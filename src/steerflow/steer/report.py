@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from steerflow.experiments.paper import STEERING_PROBE
-from steerflow.io import format_table, json_safe
+from steerflow.io import atomic_write_text, format_table, json_safe, pyplot, save_figure, write_json
 from steerflow.steer.evaluate import BEATS_Z, u_key
 
 
@@ -26,13 +25,12 @@ def to_json(results: dict[str, Any]) -> dict[str, Any]:
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md``, ``fig2.png`` and ``tradeoff.png`` into ``out``."""
-    from steerflow.io import atomic_write_text
-    from steerflow.steer.probe import plot_sweep
+    from steerflow.steer.sentiment_probe import plot_sweep
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "results.json", out / "results.md", out / "fig2.png", out / "tradeoff.png"]
-    atomic_write_text(paths[0], json.dumps(to_json(results), indent=2) + "\n")
+    write_json(paths[0], to_json(results))
     atomic_write_text(paths[1], markdown(results))
     sweeps = {k: v for k, v in results.get("_sweeps", {}).items() if not k.startswith("actadd")}
     plot_sweep(sweeps, paths[2])
@@ -161,12 +159,7 @@ def markdown(results: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- figure
 def plot_tradeoff(results: dict[str, Any], path: str | Path) -> None:
     """Target-sentiment rate against perplexity, one curve per method, one panel per direction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from steerflow.io import atomic_write
+    plt = pyplot()
 
     base = results["baselines"]
     methods = {"ODE (u)": results["open_ended"], "ActAdd (coef)": base["actadd"]["open_ended"]}
@@ -193,5 +186,4 @@ def plot_tradeoff(results: dict[str, Any], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

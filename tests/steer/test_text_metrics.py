@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from steerflow.errors import InputError
-from steerflow.eval.text_metrics import distinct_n, distinct_scores
+from steerflow.steer.text_metrics import distinct_n, distinct_scores
 
 
 def test_distinct_hand_computed() -> None:

@@ -10,17 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from steerflow.errors import InputError
-
-
-def _check_texts(texts: Sequence[str]) -> None:
-    """Reject a bare string (it would be iterated character by character) and non-strings."""
-    if isinstance(texts, str):
-        raise InputError(
-            "texts must be a sequence of strings, not a single string; wrap it in a list"
-        )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"texts[{i}] is {type(text).__name__}, expected str")
+from steerflow.steer.judges.text import as_text_list
 
 
 def _ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
@@ -33,7 +23,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
     Returns 0.0 when the texts contain no n-gram at all (for example all shorter than ``n`` tokens).
     """
-    _check_texts(texts)
+    texts = as_text_list(texts)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"n must be a positive integer, got {n!r}")
     total = 0

@@ -19,23 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from steerflow.errors import DataError, InputError
-from steerflow.eval.judges import (
-    EmbeddingJudge,
-    HFPipelineJudge,
-    SST2ClassifierJudge,
-    TfidfBlock,
-    TfidfConfig,
-    VaderJudge,
-    char_wb_ngrams,
-    clean_generated_text,
-    cohens_kappa,
-    judge_agreement,
-    load_or_train,
-    make_judge,
-    prepare_for_classifier,
-    ptb_tokenize,
-    word_ngrams,
-)
+from steerflow.steer.judges.agreement import cohens_kappa, judge_agreement
+from steerflow.steer.judges.embedding import EmbeddingJudge
+from steerflow.steer.judges.factory import make_judge
+from steerflow.steer.judges.pretrained import HFPipelineJudge, VaderJudge
+from steerflow.steer.judges.sst2 import SST2ClassifierJudge, TfidfConfig, load_or_train
+from steerflow.steer.judges.text import clean_generated_text, prepare_for_classifier, ptb_tokenize
+from steerflow.steer.judges.tfidf import TfidfBlock, char_wb_ngrams, word_ngrams
 
 CLEAR_POSITIVE = "this movie was wonderful, a great and moving film"
 CLEAR_NEGATIVE = "a dull, boring and terrible mess"

@@ -181,12 +181,9 @@ def probe_sweep(model, tokenizer, us: Optional[Sequence[float]] = None, **kwargs
 
 def plot_sweep(sweeps: dict[str, ProbeSweep], path, words: Sequence[str] = PROBE_WORDS) -> None:
     """Paper 1, Fig. 2 as a PNG: P(good), P(bad) (solid / dashed) and the share along u."""
-    import matplotlib
+    from steerflow.io import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from steerflow.io import atomic_write
+    plt = pyplot()
 
     fig, (ax_p, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (name, sweep) in enumerate(sweeps.items()):
@@ -204,5 +201,4 @@ def plot_sweep(sweeps: dict[str, ProbeSweep], path, words: Sequence[str] = PROBE
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)

@@ -10,7 +10,7 @@ import torch
 
 from steerflow.errors import InputError
 from steerflow.model.gpt import SteerFlowGPT
-from steerflow.steer.probe import (control_vectors, monotone_violation, probe, probe_sweep,
+from steerflow.steer.sentiment_probe import (control_vectors, monotone_violation, probe, probe_sweep,
                                    sweep_values, word_log_probs)
 
 from .conftest import tiny_config
@@ -120,7 +120,7 @@ def test_monotone_violation_and_sweep_values():
 def test_probability_ceiling_matches_the_closed_form(tokenizer):
     """Head with one non-zero row w (zero-mean): LN(h) has norm √d, so max logit = |w|·√d and
     the ceiling is e^{|w|√d} / (e^{|w|√d} + V − 1)."""
-    from steerflow.steer.probe import probability_ceiling
+    from steerflow.steer.sentiment_probe import probability_ceiling
 
     model = SteerFlowGPT(tiny_config()).eval()
     d, V = model.config.n_embd, model.config.vocab_size
