@@ -1,4 +1,5 @@
-"""The additive-injection ablation built from a concat model equals it exactly at u = 0."""
+"""The additive-injection ablation built from a concat model equals it exactly at u = 0, and
+``steerflow experiment additive-ablation`` writes it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import json
 import pytest
 import torch
 
+from steerflow.cli.main import main as steerflow_main
 from steerflow.errors import ConfigError
 from steerflow.model.gpt import SteerFlowGPT
-from steerflow.steer.ablation import additive_from_concat, main
+from steerflow.steer.ablation import additive_from_concat
 
 from .conftest import tiny_config
+
+
+def main(argv: list[str]) -> int:
+    """``steerflow experiment additive-ablation ARGV``."""
+    return steerflow_main(["experiment", "additive-ablation", *argv])
 
 
 @torch.no_grad()

@@ -4,8 +4,10 @@ from steerflow.cli.group import add_group
 
 MEMBERS: list[tuple[str, str]] = [
     ("gradient-stability", "steerflow.cli.exp_gradient_stability"),
+    ("additive-ablation", "steerflow.cli.exp_additive_ablation"),
 ]
 
 
 def add_parser(sub) -> None:
-    add_group(sub, "experiment", "run a paper experiment end to end (gradient-stability)", MEMBERS)
+    add_group(sub, "experiment",
+              "run a paper experiment end to end (gradient-stability, additive-ablation)", MEMBERS)

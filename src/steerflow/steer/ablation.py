@@ -9,20 +9,21 @@ A pretrained concat model is therefore the pretrained additive model with the sa
 :func:`additive_from_concat` builds it by dropping the u-columns and adding ``u_proj`` at its
 initialisation. Steering training then treats both models alike.
 
-Command line: ``python -m steerflow.steer.ablation CONCAT_CKPT OUT [--seed S]``.
+:func:`run_additive_ablation` builds the twin from a checkpoint folder and
+:func:`write_additive_ablation` saves it; the command line is
+``steerflow experiment additive-ablation CONCAT_CKPT OUT [--seed S]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Union
 
 import torch
 
-from steerflow.errors import CheckpointError, ConfigError, SteerflowError
+from steerflow.errors import CheckpointError, ConfigError
 
 
 def _check_pretrained_at_zero(checkpoint: Path) -> None:
@@ -65,29 +66,23 @@ def additive_from_concat(model, seed: int = 0):
     return ablation.eval()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m steerflow.steer.ablation",
-        description="Write the additive-injection twin of a concat checkpoint pretrained at u = 0.")
-    parser.add_argument("checkpoint", help="a pretrained hybrid (injection=concat) folder")
-    parser.add_argument("out", help="folder for the injection=add checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of u_proj's initialisation")
-    args = parser.parse_args(argv)
+def run_additive_ablation(checkpoint: Union[str, os.PathLike], seed: int = 0):
+    """The additive twin of the concat checkpoint folder ``checkpoint`` (pretrained at u = 0).
+
+    Refuses a steered checkpoint, one pretrained with a sampled u, and one saved without its
+    tokenizer (the twin is steered and evaluated with the same tokenizer).
+    """
     from steerflow.model.gpt import SteerFlowGPT
 
-    try:
-        src = Path(args.checkpoint)
-        _check_pretrained_at_zero(src)
-        model = SteerFlowGPT.from_pretrained(src)
-        if model.tokenizer is None:
-            raise CheckpointError(f"{src}: no tokenizer.json saved with the model")
-        additive_from_concat(model, args.seed).save_pretrained(args.out)
-    except SteerflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} (injection=add, from {src})")
-    return 0
+    src = Path(checkpoint)
+    _check_pretrained_at_zero(src)
+    model = SteerFlowGPT.from_pretrained(src)
+    if model.tokenizer is None:
+        raise CheckpointError(f"{src}: no tokenizer.json saved with the model")
+    return additive_from_concat(model, seed)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def write_additive_ablation(model, out: Union[str, os.PathLike]) -> Path:
+    """Save the twin as a checkpoint folder ``out`` (config, weights and tokenizer)."""
+    model.save_pretrained(out)
+    return Path(out)
