@@ -42,7 +42,8 @@ def fake_lines(n_lines: int, seed: int, words=FAKE_WORDS, length=(3, 15),
 
 def write_fake_data(root: Path, *, wikitext=(("train", 300, 0), ("valid", 40, 1), ("test", 40, 2)),
                     words=FAKE_WORDS, length=(3, 15), blank_rate: float = 0.0,
-                    texts: dict | None = None, sst2=None, gpt2_placeholder: bool = False) -> Path:
+                    texts: dict | None = None, sst2=None, sst2_dev=None,
+                    gpt2_placeholder: bool = False) -> Path:
     """A data folder with the layout of the real one (``wikitext-2/``, ``sst2/``, and
     ``gpt2-tokenizer/`` placeholder files when asked), all generated text.
 
@@ -51,6 +52,7 @@ def write_fake_data(root: Path, *, wikitext=(("train", 300, 0), ("valid", 40, 1)
         texts: the split texts themselves, instead of generated ones.
         sst2: the SST-2 rows ``[(sentence, label), ...]`` written to both train.tsv and dev.tsv;
             None writes no ``sst2/`` folder.
+        sst2_dev: the rows of dev.tsv when they differ from ``sst2``'s.
     """
     (root / "wikitext-2").mkdir(parents=True)
     texts = texts or {split: fake_lines(n, seed, words, length, blank_rate)
@@ -59,8 +61,8 @@ def write_fake_data(root: Path, *, wikitext=(("train", 300, 0), ("valid", 40, 1)
         (root / "wikitext-2" / f"{split}.txt").write_text(text, encoding="utf-8")
     if sst2 is not None:
         (root / "sst2").mkdir()
-        body = "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in sst2)
-        for split in ("train", "dev"):
+        for split, rows in (("train", sst2), ("dev", sst2 if sst2_dev is None else sst2_dev)):
+            body = "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
             (root / "sst2" / f"{split}.tsv").write_text(body, encoding="utf-8")
     if gpt2_placeholder:
         (root / "gpt2-tokenizer").mkdir()

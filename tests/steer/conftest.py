@@ -1,5 +1,6 @@
 """Fixtures for the steering tests: a tokenizer trained on the cloze sentences, a tiny model
-pretrained on them at u = 0, and a small generated data folder with the real layout."""
+pretrained on them at u = 0, and a small generated data folder with the real layout
+(``fake_data_dir``, written by the shared ``write_fake_data``)."""
 
 from __future__ import annotations
 
@@ -58,23 +59,19 @@ def wiki_lines(n: int, seed: int) -> str:
     return "".join(lines)
 
 
-def write_data(root: Path) -> Path:
-    """A data folder with the real layout: WikiText-2-like text and a small SST-2."""
-    (root / "wikitext-2").mkdir(parents=True)
-    for split, n, seed in (("train", 100, 0), ("valid", 60, 1), ("test", 60, 2)):
-        (root / "wikitext-2" / f"{split}.txt").write_text(wiki_lines(n, seed), encoding="utf-8")
-    (root / "sst2").mkdir()
-    for split, reps in (("train", 6), ("dev", 1)):
-        rows = ["sentence\tlabel"]
-        for _ in range(reps):
-            rows += [f"{t} \t1" for t in POSITIVE] + [f"{t} \t0" for t in NEGATIVE]
-        (root / "sst2" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
+def sst2_rows(reps: int) -> list[tuple[str, int]]:
+    """``reps`` copies of the positive and negative reviews as SST-2 rows."""
+    return reps * ([(f"{t} ", 1) for t in POSITIVE] + [(f"{t} ", 0) for t in NEGATIVE])
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    return write_data(tmp_path_factory.mktemp("steer-data"))
+def fake_data_dir(tmp_path_factory, make_fake_data) -> Path:
+    """A generated data folder with the real layout: WikiText-2-like text and a small SST-2
+    (the real one is the root ``data_dir``)."""
+    texts = {split: wiki_lines(n, seed) for split, n, seed in
+             (("train", 100, 0), ("valid", 60, 1), ("test", 60, 2))}
+    return make_fake_data(tmp_path_factory.mktemp("steer-data"), texts=texts, sst2=sst2_rows(6),
+                          sst2_dev=sst2_rows(1))
 
 
 @pytest.fixture(scope="session")

@@ -150,11 +150,11 @@ def test_eval_batches_cover_the_held_out_split_once(tokenizer):
         next(source.eval_batches("nope", 4))
 
 
-def test_build_steer_source_for_the_trainer(tokenizer, data_dir):
+def test_build_steer_source_for_the_trainer(tokenizer, fake_data_dir):
     from steerflow.model.gpt import SteerFlowGPT
 
     model = SteerFlowGPT(tiny_config(control_dim=2))
-    source_dir = resolve_data_source(data_dir, require=("sst2",))
+    source_dir = resolve_data_source(fake_data_dir, require=("sst2",))
     cfg = SimpleNamespace(steer_data="sst2", seed=5, block_size=None, steer_axis=1)
     source = build_steer_source(cfg, model, tokenizer, source_dir)
     assert isinstance(source, BatchSource)

@@ -40,12 +40,12 @@ def checkpoints(pretrained_dir, tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def evaluated(checkpoints, pretrained_dir, data_dir, tmp_path_factory):
+def evaluated(checkpoints, pretrained_dir, fake_data_dir, tmp_path_factory):
     """Run the command once; return its exit code, stdout and output folder."""
     out = tmp_path_factory.mktemp("eval-out")
     argv = ["eval", "steering", str(checkpoints / "steered"), "--base", str(pretrained_dir),
             "--ablation", str(checkpoints / "additive"), "--baseline", str(checkpoints / "discrete"),
-            "--data-dir", str(data_dir), "--out", str(out), "--json",
+            "--data-dir", str(fake_data_dir), "--out", str(out), "--json",
             "--judge-cache", str(out / "judge"), *FAST]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -100,18 +100,19 @@ def test_actadd_at_zero_is_the_no_control_baseline(evaluated):
     (["--open-us", "a,b"], "comma-separated"),
     (["--threads", "0"], "threads"),
 ])
-def test_bad_flags_exit_2_with_one_line(checkpoints, data_dir, capsys, flags, message):
+def test_bad_flags_exit_2_with_one_line(checkpoints, fake_data_dir, capsys, flags, message):
     code = _exit_code(["eval", "steering", str(checkpoints / "steered"), "--data-dir",
-                       str(data_dir), *flags])
+                       str(fake_data_dir), *flags])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_missing_or_discrete_checkpoint_exit_2(checkpoints, data_dir, tmp_path, capsys):
-    assert _exit_code(["eval", "steering", str(tmp_path / "nope"), "--data-dir", str(data_dir)]) == 2
+def test_missing_or_discrete_checkpoint_exit_2(checkpoints, fake_data_dir, tmp_path, capsys):
+    assert _exit_code(["eval", "steering", str(tmp_path / "nope"), "--data-dir",
+                       str(fake_data_dir)]) == 2
     assert _exit_code(["eval", "steering", str(checkpoints / "discrete"), "--data-dir",
-                       str(data_dir), *FAST]) == 2
+                       str(fake_data_dir), *FAST]) == 2
     err = capsys.readouterr().err
     assert "no such checkpoint" in err and "hybrid" in err and "Traceback" not in err
 

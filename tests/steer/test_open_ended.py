@@ -176,15 +176,15 @@ def test_target_checks_read_the_issue_targets():
         assert not any(n.startswith(dropped) for n in names)
 
 
-def test_sentence_openings_and_neutral_prompts(data_dir):
+def test_sentence_openings_and_neutral_prompts(fake_data_dir):
     text = (" = Heading = \n The team moved to the north of the city . It 's 1990 and the "
             "<unk> rose . The happy crowd cheered loudly for the team . \n")
     assert sentence_openings(text, 4, 6) == ["The team moved to", "The happy crowd cheered"]
-    prompts = neutral_prompts(resolve_data_source(data_dir, require=("wikitext-2",)), n=8)
+    prompts = neutral_prompts(resolve_data_source(fake_data_dir, require=("wikitext-2",)), n=8)
     assert len(prompts) == 8 == len(set(prompts))
     assert all(len(p.split()) == 5 and p[0].isupper() for p in prompts)
     with pytest.raises(Exception, match="neutral"):
-        neutral_prompts(resolve_data_source(data_dir, require=("wikitext-2",)), n=10_000)
+        neutral_prompts(resolve_data_source(fake_data_dir, require=("wikitext-2",)), n=10_000)
 
 
 def test_read_prompts_file(tmp_path: Path):

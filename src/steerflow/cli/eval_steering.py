@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from typing import Iterator, Optional
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import add_common_flags, add_data_flags
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -22,7 +22,31 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _default_text(value) -> str:
+    """A settings default as the help shows it: ``50``, ``0.9``, ``-2,-1.5,...,2``."""
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+#: (flag, SteeringEvalConfig field, argparse type, help); the default is the field's default
+_SETTINGS_FLAGS = (
+    ("--prompts", "prompts", int, "neutral prompts"),
+    ("--samples", "samples", int, "samples per prompt"),
+    ("--max-new-tokens", "max_new_tokens", int, "new tokens"),
+    ("--top-p", "top_p", float, "nucleus mass"),
+    ("--temperature", "temperature", float, "temperature"),
+    ("--seed", "seed", int, "prompt choice and sampling seed"),
+    ("--sweep-points", "sweep_points", int, "probe sweep points on [-2, 2]"),
+    ("--open-us", "open_us", _floats, "u values of the open-ended sweep"),
+    ("--actadd-coefs", "actadd_coefs", _floats, "ActAdd coefficients"),
+    ("--axis", "axis", int, "control axis to steer, for control_dim > 1"),
+)
+
+
 def add_parser(sub) -> None:
+    from steerflow.steer.settings import SteeringEvalConfig
+
     p = sub.add_parser(
         "steering", help="steering: the paper's probe and sweep, open-ended steering, baselines",
         description="Evaluate a steered checkpoint: P(' good') / P(' bad') after 'The movie was' "
@@ -33,9 +57,8 @@ def add_parser(sub) -> None:
                     "ablation. Writes results.json, results.md, fig2.png and tradeoff.png.")
     p.add_argument("checkpoint", help="the steered checkpoint (a `steerflow train --task steer` "
                                       "run folder)")
-    p.add_argument("--out", type=output_folder, default=None,
-                   help="folder for results (default CKPT/eval-steering)")
-    p.add_argument("--json", action="store_true", help="print results.json's object on stdout")
+    add_common_flags(p, out="folder for results (default CKPT/eval-steering)", device=None,
+                     json="print results.json's object on stdout")
     p.add_argument("--base", default=None, help="the pretrained model steering started from "
                    "(default: --from of the run, read from CKPT/train_config.json)")
     p.add_argument("--ablation", default=None, help="the additive-injection model "
@@ -44,26 +67,15 @@ def add_parser(sub) -> None:
                                                     "perplexity scorer")
     p.add_argument("--judge", action="append", default=[], metavar="SPEC",
                    help="an extra judge, e.g. hf:<model path> or minilm (repeatable)")
-    p.add_argument("--data-dir", default=None, help="data folder (default $STEERFLOW_DATA)")
-    p.add_argument("--prompts", type=int, default=50, help="neutral prompts (default 50)")
-    p.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
-    p.add_argument("--max-new-tokens", type=int, default=20, help="new tokens (default 20)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass (default 0.9)")
-    p.add_argument("--temperature", type=float, default=1.0, help="temperature (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="prompt choice and sampling seed")
-    p.add_argument("--sweep-points", type=int, default=21, help="probe sweep points on [-2, 2]")
-    p.add_argument("--open-us", type=_floats, default=None,
-                   help="u values of the open-ended sweep (default -2,-1.5,...,2)")
-    p.add_argument("--actadd-coefs", type=_floats, default=None,
-                   help="ActAdd coefficients (default -8,-4,-2,-1,0,1,2,4,8)")
-    p.add_argument("--axis", type=int, default=0, help="control axis to steer (control_dim > 1)")
+    add_data_flags(p, cache=False)
+    defaults = SteeringEvalConfig()
+    for flag, field, kind, text in _SETTINGS_FLAGS:
+        default = getattr(defaults, field)
+        p.add_argument(flag, dest=field, type=kind, default=default,
+                       help=f"{text} (default {_default_text(default)})")
     p.add_argument("--judge-cache", default=None,
                    help="folder to keep the trained SST-2 judge in, reused while the data match "
                         "(default $STEERFLOW_CACHE/judges/sst2-tfidf, else ~/.cache/steerflow/...)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest for small "
-                        "models on a busy machine)")
     p.set_defaults(func=run)
 
 
@@ -119,22 +131,25 @@ def _judge_cache():
     return root / "judges" / "sst2-tfidf"
 
 
+def settings_from_args(args: argparse.Namespace):
+    """The :class:`SteeringEvalConfig` the flags describe."""
+    from steerflow.steer.settings import SteeringEvalConfig
+
+    values = {field: getattr(args, field) for _, field, _, _ in _SETTINGS_FLAGS}
+    return SteeringEvalConfig(**values, extra_judges=tuple(args.judge),
+                              judge_cache=args.judge_cache or str(_judge_cache()),
+                              progress=not args.quiet)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from steerflow.cli.common import eprint, print_json
     from steerflow.data import resolve_data_source
-    from steerflow.steer.evaluate import DEFAULT_OPEN_US, SteeringEvalConfig, evaluate_steering
-    from steerflow.steer.actadd import DEFAULT_COEFS
+    from steerflow.steer.evaluate import evaluate_steering
     from steerflow.steer.report import markdown, to_json, write_results
 
-    cfg = SteeringEvalConfig(
-        prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        sweep_points=args.sweep_points, open_us=args.open_us or DEFAULT_OPEN_US,
-        actadd_coefs=args.actadd_coefs or DEFAULT_COEFS, axis=args.axis,
-        extra_judges=tuple(args.judge), judge_cache=args.judge_cache or str(_judge_cache()),
-        progress=not args.quiet)
+    cfg = settings_from_args(args)
     source = resolve_data_source(args.data_dir, require=("wikitext-2", "sst2"))
     log = None if args.quiet else (lambda msg: eprint(f"[eval steering] {msg}"))
     with torch_threads(args.threads):

@@ -209,8 +209,9 @@ def stage_samples(s: RunSettings, env: Environment):
 
 def stage_steering_eval(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.steer.evaluate import Models, SteeringEvalConfig, evaluate_steering
+        from steerflow.steer.evaluate import Models, evaluate_steering
         from steerflow.steer.report import to_json, write_results
+        from steerflow.steer.settings import SteeringEvalConfig
 
         names = {"steered": PATHS.steered, "base": PATHS.hybrid, "baseline": PATHS.baseline}
         models = Models(steered=_load(ctx, PATHS.steered, env),

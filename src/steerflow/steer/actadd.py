@@ -23,8 +23,6 @@ from steerflow.errors import InputError
 #: Contrast pairs (positive, negative). Turner et al.'s classic "Love" − "Hate" first.
 DEFAULT_CONTRAST = (("Love", "Hate"), (" good", " bad"), (" great", " terrible"),
                     (" wonderful", " awful"), (" happy", " sad"), ("I love this", "I hate this"))
-#: ActAdd coefficients swept by ``steerflow eval steering`` (negative ones steer negative).
-DEFAULT_COEFS = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 def injection_layer(model, layer: Optional[int] = None) -> int:

@@ -20,10 +20,8 @@ import numpy as np
 import torch
 
 from steerflow.errors import InputError
+from steerflow.steer.settings import PROBE_PROMPT, PROBE_WORDS, TABLE_US
 
-PROBE_PROMPT = "The movie was"
-PROBE_WORDS = (" good", " bad")
-TABLE_US = (1.0, 0.0, -1.0)
 #: monotonicity is checked up to float32 round-off of a probability near 1 (2^-23 ≈ 1.2e-7)
 MONOTONE_TOL = 1e-6
 
