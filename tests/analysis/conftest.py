@@ -11,9 +11,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import flow_helpers too
 
-from flow_helpers import generated_text, write_data  # noqa: E402
 from steerflow.config import ModelConfig  # noqa: E402
 from steerflow.model.gpt import SteerFlowGPT  # noqa: E402
+
+#: the words of the generated WikiText-like text analyze flow runs on
+FLOW_WORDS = ("the a river city was is north south old new king war song film band team game "
+              "of and in on to by , . @-@ <unk> 1990 first second played built named").split()
 
 
 @pytest.fixture(autouse=True)
@@ -26,14 +29,16 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def flow_env(tmp_path_factory) -> dict[str, Path]:
+def flow_env(tmp_path_factory, make_fake_data) -> dict[str, Path]:
     """A generated data folder, a token cache and three tiny checkpoints sharing one tokenizer:
     ``hybrid`` (mlp field), ``contractive`` and ``baseline``."""
     from steerflow.data import train_bpe
 
     root = tmp_path_factory.mktemp("flow")
-    data = write_data(root / "data")
-    tokenizer = train_bpe(generated_text(600, 0).splitlines(keepends=True), 300)
+    data = make_fake_data(root / "data", words=FLOW_WORDS, length=(4, 16),
+                          wikitext=(("train", 600, 0), ("valid", 120, 1), ("test", 60, 2)))
+    train_text = (data / "wikitext-2" / "train.txt").read_text(encoding="utf-8")
+    tokenizer = train_bpe(train_text.splitlines(keepends=True), 300)
     paths = {"data": data, "cache": root / "cache"}
     for name, overrides in (("hybrid", {}), ("contractive", {"field": "contractive"}),
                             ("baseline", {"ode_span": None})):

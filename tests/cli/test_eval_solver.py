@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -13,31 +12,19 @@ from steerflow.cli.main import main
 WORDS = "the a movie film was is plot story very quite , . of and it on".split()
 
 
-def _lines(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    return "".join(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15))) + " \n"
-                   for _ in range(n))
-
-
-def _write_data(root: Path) -> Path:
-    """A small data folder with the layout of the real one (WikiText-2 and SST-2)."""
-    (root / "wikitext-2").mkdir(parents=True)
-    for split, n, seed in (("train", 200, 0), ("valid", 60, 1), ("test", 60, 2)):
-        (root / "wikitext-2" / f"{split}.txt").write_text(_lines(n, seed), encoding="utf-8")
-    (root / "sst2").mkdir()
+def _sst2_rows() -> list[tuple[str, int]]:
+    """40 SST-2-like rows whose label word ends the sentence."""
     rng = random.Random(3)
-    rows = ["sentence\tlabel"]
+    rows = []
     for i in range(40):
         label = i % 2
         words = [rng.choice(WORDS) for _ in range(6)] + ["good" if label else "bad"]
-        rows.append(" ".join(words) + f" \t{label}")
-    for split in ("train", "dev"):
-        (root / "sst2" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
+        rows.append((" ".join(words) + " ", label))
+    return rows
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_fake_data):
     """(checkpoint folder, baseline checkpoint folder, data folder, cache folder)."""
     import torch
 
@@ -46,7 +33,8 @@ def setup(tmp_path_factory):
     from steerflow.model.gpt import SteerFlowGPT
 
     root = tmp_path_factory.mktemp("solver_cli")
-    data = _write_data(root / "data")
+    data = make_fake_data(root / "data", words=WORDS, length=(5, 15), sst2=_sst2_rows(),
+                          wikitext=(("train", 200, 0), ("valid", 60, 1), ("test", 60, 2)))
     tokenizer = train_bpe((data / "wikitext-2" / "train.txt").read_text().splitlines(), 300)
     torch.manual_seed(0)
     ckpt, base = root / "ckpt", root / "base"

@@ -8,7 +8,8 @@ from torch import nn
 
 from steerflow.config import SolverSpec
 from steerflow.errors import ConfigError
-from steerflow.eval.invariance import control_batch, displacement_divergence, ode_input
+from steerflow.analysis.divergence import displacement_divergence
+from steerflow.analysis.inputs import control_batch
 from steerflow.model.vector_fields import VectorField
 from steerflow.train.consistency import (
     ODECapture, consistency_penalty, fine_solver, random_solver)
@@ -47,7 +48,7 @@ def test_capture_records_the_ode_block_of_a_forward_pass(make_tiny_model):
         model(x, 1.0, solver=EULER4)
     assert cap.captured
     with torch.no_grad():
-        h0 = ode_input(model, x)
+        h0 = model.ode_input(x)
         torch.testing.assert_close(cap.h0, h0, rtol=0, atol=0)
         torch.testing.assert_close(cap.h1, model.ode(h0, cap.u, EULER4), rtol=0, atol=0)
     assert len(model.ode._forward_hooks) == 0  # the hook is removed on exit
@@ -60,7 +61,7 @@ def test_penalty_is_the_displacement_divergence_from_rk4(make_tiny_model):
     fine = fine_solver(EULER4)
     assert (fine.method, fine.steps) == ("rk4", 4)
     with torch.no_grad():
-        h0 = ode_input(model, x)
+        h0 = model.ode_input(x)
         h1 = model.ode(h0, u, EULER4)
         penalty = consistency_penalty(model.ode, h0, u, EULER4, fine)
         assert model.ode.last_stats.solver == "euler, 4 steps"  # the fine solve keeps the stats
@@ -74,7 +75,7 @@ def test_penalty_on_a_time_linear_field_is_one_over_n(make_tiny_model):
     model.ode.field = TimeField(torch.linspace(-1, 1, 32, dtype=torch.float64))
     x = torch.randint(0, 512, (2, 8))
     u = control_batch(model, 0.0, 2)
-    h0 = ode_input(model, x).detach()
+    h0 = model.ode_input(x).detach()
     for n in (1, 4):
         coarse = SolverSpec(method="euler", steps=n)
         penalty = consistency_penalty(model.ode, h0, u, coarse, fine_solver(coarse))
@@ -92,7 +93,7 @@ def test_minimising_the_penalty_makes_euler_agree_with_rk4(make_tiny_model):
     x = torch.randint(0, 512, (4, 8))
     u = control_batch(model, 1.0, 4)
     with torch.no_grad():
-        h0 = ode_input(model, x)
+        h0 = model.ode_input(x)
     coarse = EULER4.replace(adjoint=True)
     fine = fine_solver(coarse)
     opt = torch.optim.Adam(model.ode.parameters(), lr=1e-2)

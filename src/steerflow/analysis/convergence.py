@@ -16,12 +16,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from steerflow.analysis.settings import DEFAULT_STEPS, EXPECTED_ORDER, check_methods
 from steerflow.config import SolverSpec
 from steerflow.errors import InputError
 
-#: classical order of each fixed-step method
-EXPECTED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4}
-DEFAULT_STEPS = (1, 2, 4, 8, 16, 32, 64)
 #: roundoff floor in units of eps·‖H‖: N steps accumulate ~√N·eps·‖H‖ (≤ 8 eps‖H‖ at N = 64),
 #: so 100 leaves an order of magnitude of margin
 ROUNDOFF_FACTOR = 100.0
@@ -41,6 +39,22 @@ class OrderFit:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def loglog_fit(xs: Sequence[float], ys: Sequence[Optional[float]]
+               ) -> tuple[Optional[float], Optional[float]]:
+    """Least-squares line ``log y = intercept + slope · log x``: ``(slope, intercept)``.
+
+    Only pairs with ``x > 0`` and a finite ``y > 0`` enter the fit; with fewer than two distinct
+    ``x`` among them there is no line and the result is ``(None, None)``. Every log-log slope in
+    :mod:`steerflow.analysis` (convergence orders, NFE growth) is fitted here.
+    """
+    pairs = [(x, y) for x, y in zip(xs, ys)
+             if y is not None and x > 0 and math.isfinite(y) and y > 0]
+    if len({x for x, _ in pairs}) < 2:
+        return None, None
+    slope, intercept = np.polyfit(np.log([x for x, _ in pairs]), np.log([y for _, y in pairs]), 1)
+    return float(slope), float(intercept)
 
 
 def local_slopes(steps: Sequence[int], errors: Sequence[float]) -> list[Optional[float]]:
@@ -70,10 +84,9 @@ def fit_order(method: str, steps: Sequence[int], errors: Sequence[float], floor:
     if len(usable) < min_points:
         return OrderFit(method, expected, None, None, [n for n, _ in usable], slopes,
                         reason=f"only {len(usable)} point(s) above the error floor {floor:.2e}")
-    log_n = np.log([n for n, _ in usable])
-    log_e = np.log([e for _, e in usable])
-    slope, intercept = np.polyfit(log_n, log_e, 1)  # least squares: log e = intercept + slope·log N
-    return OrderFit(method, expected, float(slope), float(intercept), [n for n, _ in usable], slopes)
+    slope, intercept = loglog_fit([n for n, _ in usable], [e for _, e in usable])
+    reason = "" if slope is not None else "the points above the error floor share one step count"
+    return OrderFit(method, expected, slope, intercept, [n for n, _ in usable], slopes, reason)
 
 
 @dataclass
@@ -89,18 +102,6 @@ class ConvergenceStudy:
     def as_dict(self) -> dict:
         return {"steps": self.steps, "errors": self.errors, "floor": self.floor,
                 "fits": {m: f.as_dict() for m, f in self.fits.items()}, **self.info}
-
-
-def check_methods(methods: Sequence[str], steps: Sequence[int]) -> None:
-    """Known fixed-step methods and at least two distinct positive step counts, else InputError."""
-    unknown = [m for m in methods if m not in EXPECTED_ORDER]
-    if unknown:
-        raise InputError(f"unknown fixed-step method(s) {unknown}; choose from "
-                         f"{', '.join(EXPECTED_ORDER)}")
-    if not steps or any(int(n) < 1 for n in steps):
-        raise InputError(f"step counts must be positive integers, got {list(steps)}")
-    if len(set(steps)) < 2:
-        raise InputError(f"need at least two distinct step counts to fit an order, got {list(steps)}")
 
 
 def convergence_study(solve: Callable[[SolverSpec], torch.Tensor], reference: torch.Tensor,

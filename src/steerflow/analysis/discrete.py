@@ -46,25 +46,27 @@ class LayerStats:
 
 
 def residual_updates(model, idx: torch.Tensor, u=None, solver=None) -> list[Update]:
-    """Run ``model`` on ``idx`` ``(B, T)`` and record each block's input and residual update."""
+    """Run ``model`` on ``idx`` ``(B, T)`` and record each block's input and residual update:
+    the blocks before the ODE block, the ODE block as one update, the blocks after it."""
     updates: list[Update] = []
+    labels = iter(model.block_layers)
     with torch.no_grad():
-        x = model.embed(idx)  # (B, T, d)
-        for position, block in enumerate(model.blocks):
-            if model.ode is not None and position == model.n_before:
-                h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
-                               model.resolve_solver(solver))
-                updates.append(Update("ode", x, h1 - x))
-                x = h1
-            f_x = block.residual_branch(x)  # f_l(x_l): the block is x + f_l(x)
-            updates.append(Update(f"block {model.block_layers[position]}", x, f_x,
-                                  block.residual_branch))
-            x = x + f_x
-        if model.ode is not None and model.n_before == len(model.blocks):
+        x = _record_blocks(model.blocks_before, labels, model.embed(idx), updates)  # (B, T, d)
+        if model.ode is not None:
             h1 = model.ode(x, model.control(u, x.shape[0], x.device, x.dtype),
                            model.resolve_solver(solver))
             updates.append(Update("ode", x, h1 - x))
+            _record_blocks(model.blocks_after, labels, h1, updates)
     return updates
+
+
+def _record_blocks(blocks, labels, x: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+    """Apply ``blocks`` to ``x``, appending each block's :class:`Update`; return the output."""
+    for block in blocks:
+        f_x = block.residual_branch(x)  # f_l(x_l): the block is x + f_l(x)
+        updates.append(Update(f"block {next(labels)}", x, f_x, block.residual_branch))
+        x = x + f_x
+    return x
 
 
 def update_ratio(update: Update) -> torch.Tensor:

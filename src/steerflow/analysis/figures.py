@@ -1,27 +1,15 @@
-"""PNG figures of the flow analysis (matplotlib, Agg backend: no display needed)."""
+"""PNG figures of the analyses: flow analysis (paper 2), solver invariance (paper 1, Exp. 3) and
+solver probing (paper 1, Figs. 3-4). Set-up and saving go through :mod:`steerflow.io`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    from steerflow.io import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    _pyplot().close(fig)
+from steerflow.io import pyplot as _pyplot
+from steerflow.io import save_figure as _save
 
 
 def convergence_figure(path: Path, studies: dict[str, dict]) -> None:
@@ -143,4 +131,92 @@ def refinement_figure(path: Path, results: Sequence[dict]) -> None:
     axes[1].set_title("Loss under refinement")
     for ax in axes:
         ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------- solver invariance
+def invariance_sweeps_figure(path: Path, result: dict[str, Any], paper_divergence: float) -> None:
+    """Displacement divergence against Euler steps (log-log) and against dopri5 NFE, per u."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, u in enumerate(result["controls"]):
+        steps = [r for r in result["steps_sweep"] if r["u"] == u]
+        left.loglog([r["steps"] for r in steps], [r["displacement_divergence"] for r in steps],
+                    marker="o", color=f"C{i}", label=f"u={u:+g}, displacement")
+        left.loglog([r["steps"] for r in steps], [r["relative_divergence"] for r in steps],
+                    marker="x", ls="--", color=f"C{i}", label=f"u={u:+g}, relative (paper)")
+        tols = [r for r in result["tolerance_sweep"] if r["u"] == u]
+        right.loglog([r["nfe_per_batch"] for r in tols],
+                     [max(r["displacement_divergence"], 1e-12) for r in tols],
+                     marker="o", color=f"C{i}", label=f"u={u:+g}")
+    for ax in (left, right):
+        ax.axhline(result["threshold"], color="red", ls=":", label="1% threshold")
+        ax.axhline(paper_divergence, color="gray", ls=":", label="paper 0.068%")
+    left.set(xlabel="steps of the training method", ylabel="divergence from float64 reference",
+             title="Step sweep")
+    right.set(xlabel="dopri5 NFE per batch (rtol sweep)", ylabel="displacement divergence",
+              title="Tolerance sweep")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------- solver probing
+def nfe_vs_u_figure(path: Path, rows: list[dict[str, Any]], paper: dict[str, Any]) -> None:
+    """Fig. 3: NFE against u per method, per example (mean ± std) and per batch."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, method in enumerate(sorted({r["method"] for r in rows})):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["u"])
+        us = [r["u"] for r in mine]
+        color = f"C{i}"
+        ax.errorbar(us, [r["nfe_per_example"] for r in mine],
+                    yerr=[r["nfe_per_example_std"] for r in mine], color=color, marker="o",
+                    capsize=3, label=f"{method}, per example (mean ± std)")
+        ax.plot(us, [r["nfe_per_batch"] for r in mine], color=color, ls="--", marker="s",
+                label=f"{method}, per batch")
+    ax.hlines(paper["dopri5_nfe_negative_u"], -2, 0, colors="gray", ls=":")
+    ax.hlines(paper["dopri5_nfe_positive_u"], 0, 2, colors="gray", ls=":",
+              label="paper, dopri5 (≈20 for u<0, ≈14 for u>0)")
+    ax.set(xlabel="control u", ylabel="function evaluations (NFE)",
+           title="NFE against control (Fig. 3)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def nfe_vs_tolerance_figure(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Fig. 4: NFE against rtol (log scale) per u, per batch and per example."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, u in enumerate(sorted({r["u"] for r in rows})):
+        mine = sorted((r for r in rows if r["u"] == u), key=lambda r: r["rtol"])
+        tols = [r["rtol"] for r in mine]
+        ax.plot(tols, [r["nfe_per_batch"] for r in mine], color=f"C{i}", marker="o",
+                label=f"u={u:+g}, per batch")
+        ax.plot(tols, [r["nfe_per_example"] for r in mine], color=f"C{i}", ls="--", marker="x",
+                label=f"u={u:+g}, per example")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set(xlabel="rtol (atol = rtol/10)", ylabel="function evaluations (NFE)",
+           title="NFE against tolerance (Fig. 4; paper: 14 → 26 for 1000× tighter)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def probe_accuracy_figure(path: Path, probes: dict[str, Any]) -> None:
+    """Linear-probe accuracy against τ with the majority-class baseline."""
+    plt = _pyplot()
+    rows = probes["by_tau"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar([r["tau"] for r in rows], [r["accuracy"] for r in rows],
+                yerr=[r["accuracy_std"] for r in rows], marker="o", capsize=3,
+                label=f"logistic regression, {probes['folds']}-fold CV")
+    ax.axhline(probes["majority_baseline"], color="gray", ls=":", label="majority class")
+    ax.set(xlabel="depth τ inside the ODE block", ylabel="SST-2 dev accuracy",
+           title=f"Linear probes on hidden states (u = {probes['u']:g})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     _save(fig, path)

@@ -8,120 +8,29 @@
 6. a contractive-field model against the unconstrained one (μ, perturbation decay, val loss).
 
 Everything runs on real validation text (WikiText-2 through :mod:`steerflow.data`, tokenised with
-the checkpoint's own tokenizer) and in float64 for the numerical parts. Outputs in ``out``:
-``results.json``, ``report.md`` and the figures ``convergence.png``, ``mu_hist.png``,
-``perturbation.png``, ``discrete_layers.png`` (and ``refinement.png``).
+the checkpoint's own tokenizer) and in float64 for the numerical parts. :func:`run_flow` computes;
+:func:`write_flow` writes ``results.json``, ``report.md`` and the figures ``convergence.png``,
+``mu_hist.png``, ``perturbation.png``, ``discrete_layers.png`` (and ``refinement.png``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-from steerflow.analysis.convergence import DEFAULT_STEPS, EXPECTED_ORDER, check_methods
-from steerflow.errors import CheckpointError, InputError
+from steerflow.analysis.inputs import require_tokenizer, token_splits
+from steerflow.analysis.settings import FlowConfig
+from steerflow.errors import CheckpointError
 
 #: (basis, init) of the depth-refinement models: smooth weights; independent weights per step
 #: from an i.i.d. init (an ordinary stack); the same from a depth-constant init (Sander et al.)
 REFINEMENT_MODELS = (("legendre", "iid"), ("piecewise", "iid"), ("piecewise", "smooth"))
 FIGURES = ("convergence.png", "mu_hist.png", "perturbation.png", "discrete_layers.png")
-
-
-@dataclass
-class FlowConfig:
-    """Options of one ``analyze flow`` run.
-
-    Args:
-        checkpoint: a hybrid checkpoint folder (its ODE block is analysed).
-        out: output folder (created).
-        baseline: a discrete baseline checkpoint for the "how ODE-like" layer statistics.
-        compare: a second hybrid checkpoint; with one of the two using ``field="contractive"``
-            the run reports the contractive comparison.
-        data_dir, cache_dir: data folder (else ``$STEERFLOW_DATA``) and token cache (else
-            ``$STEERFLOW_CACHE`` or ``~/.cache/steerflow``).
-        controls: the values of u (every control axis set to the value).
-        methods, steps: fixed-step methods and step counts of the convergence study.
-        ref_rtol: tolerance of the dopri8 reference.
-        batch_size: validation sequences analysed (the first window batch of the valid split).
-        lanczos_iters: Krylov dimension of the log-norm estimates.
-        grid_points, traj_steps: τ grid of the μ / perturbation study and the rk4 steps of its
-            trajectories. eps: relative size of the perturbation. tolerance: relative slack
-            before a bound violation is counted.
-        loss_batches: validation batches for the losses of the contractive comparison.
-        refinement: run the depth-refinement study (trains two small models).
-        refinement_iters, refinement_train_steps, refinement_batch_size, refinement_width:
-            its training length, N₀, batch size and width; refinement_basis: the number of
-            Legendre polynomials of the smooth model (< N₀).
-        seed: random start vectors, perturbations and refinement initialisation.
-        device: ``cpu`` or ``cuda``.
-    """
-
-    checkpoint: str
-    out: str
-    baseline: Optional[str] = None
-    compare: Optional[str] = None
-    data_dir: Optional[str] = None
-    cache_dir: Optional[str] = None
-    controls: tuple[float, ...] = (-1.0, 0.0, 1.0)
-    methods: tuple[str, ...] = tuple(EXPECTED_ORDER)
-    steps: tuple[int, ...] = DEFAULT_STEPS
-    ref_rtol: float = 1e-12
-    batch_size: int = 4
-    lanczos_iters: int = 32
-    grid_points: int = 17
-    traj_steps: int = 64
-    eps: float = 1e-6
-    tolerance: float = 1e-2
-    loss_batches: int = 10
-    refinement: bool = True
-    refinement_iters: int = 300
-    refinement_train_steps: int = 8
-    refinement_batch_size: int = 16
-    refinement_width: int = 64
-    refinement_basis: int = 3
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        positive = ("batch_size", "lanczos_iters", "traj_steps", "loss_batches",
-                    "refinement_iters", "refinement_train_steps", "refinement_batch_size",
-                    "refinement_width", "refinement_basis")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.controls:
-            raise InputError("give at least one control value u")
-        if any(not math.isfinite(u) for u in self.controls):
-            raise InputError(f"control values must be finite, got {list(self.controls)}")
-        if self.grid_points < 2 or self.traj_steps % (self.grid_points - 1):
-            raise InputError(f"grid_points - 1 = {self.grid_points - 1} must divide traj_steps = "
-                             f"{self.traj_steps}")
-        if not 0 < self.ref_rtol < 1e-6:
-            raise InputError(f"ref_rtol must be in (0, 1e-6) for a float64 reference, got "
-                             f"{self.ref_rtol}")
-        if not 0 < self.eps < 1e-2:
-            raise InputError(f"eps must be in (0, 1e-2) (a small perturbation), got {self.eps}")
-        if self.refinement_basis >= self.refinement_train_steps:
-            raise InputError(f"refinement_basis={self.refinement_basis} must be < "
-                             f"refinement_train_steps={self.refinement_train_steps} (a smooth "
-                             f"basis as large as the step count is N₀ independent layers)")
-        if self.tolerance < 0:
-            raise InputError(f"tolerance must be >= 0, got {self.tolerance}")
-        check_methods(self.methods, self.steps)  # before minutes of loading, not after
-
-
-def default_cache_dir() -> Path:
-    """``$STEERFLOW_CACHE`` or ``~/.cache/steerflow`` (the training run's default)."""
-    env = os.environ.get("STEERFLOW_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerflow"
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -133,24 +42,8 @@ def load_hybrid(path: str, device: str, role: str):
     if model.ode is None:
         raise CheckpointError(f"{path}: {role} is a discrete model (no ODE block); analyze flow "
                               f"needs a hybrid here (pass a discrete model with --baseline)")
-    _require_tokenizer(model, path)
+    require_tokenizer(model, path)
     return model
-
-
-def _require_tokenizer(model, path: str) -> None:
-    if model.tokenizer is None:
-        raise CheckpointError(f"{path}: the checkpoint has no tokenizer.json; save it with "
-                              f"save_pretrained(..., tokenizer=...) to analyse it on real text")
-
-
-def validation_tokens(tokenizer, data_dir: Optional[str], cache_dir: Optional[str],
-                      progress: bool) -> dict[str, np.ndarray]:
-    """WikiText-2 token arrays (train/valid) encoded with ``tokenizer``."""
-    from steerflow.data import prepare_lm_data, resolve_data_source
-
-    source = resolve_data_source(data_dir, require=("wikitext-2",))
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    return prepare_lm_data(source, tokenizer, cache, progress=progress).splits
 
 
 def first_batch(tokens: np.ndarray, batch_size: int, block_size: int) -> torch.Tensor:
@@ -161,10 +54,10 @@ def first_batch(tokens: np.ndarray, batch_size: int, block_size: int) -> torch.T
     return x
 
 
-def ode_input(model, idx: torch.Tensor) -> torch.Tensor:
-    """H(0): the hidden state entering the ODE block for token ids ``idx`` ``(B, T)``."""
+def ode_input64(model64, idx: torch.Tensor) -> torch.Tensor:
+    """H(0) ``(B, T, d)`` of a float64 model for token ids ``idx`` ``(B, T)``, without gradients."""
     with torch.no_grad():
-        return model.ode_input(idx)  # (B, T, d)
+        return model64.ode_input(idx)
 
 
 def validation_loss(model, tokens: np.ndarray, batches: int, batch_size: int = 16) -> float:
@@ -344,10 +237,10 @@ def load_inputs(cfg: FlowConfig, progress: bool) -> FlowInputs:
     compare = load_hybrid(cfg.compare, cfg.device, "--compare") if cfg.compare else None
     for label, other in (("--baseline", baseline), ("--compare", compare)):
         _check_same_tokenizer(model, other, label)
-    tokens = validation_tokens(model.tokenizer, cfg.data_dir, cfg.cache_dir, progress)
+    tokens = token_splits(model.tokenizer, cfg.data_dir, cfg.cache_dir, progress)
     idx = first_batch(tokens["valid"], cfg.batch_size, model.config.block_size).to(cfg.device)
     model64 = copy.deepcopy(model).double()
-    return FlowInputs(model, model64, baseline, compare, tokens, idx, ode_input(model64, idx))
+    return FlowInputs(model, model64, baseline, compare, tokens, idx, ode_input64(model64, idx))
 
 
 def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig
@@ -359,7 +252,7 @@ def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig
     if inputs.compare is not None:
         compare64 = copy.deepcopy(inputs.compare).double()
         profiles["compare"] = model_profile(inputs.compare, compare64,
-                                            ode_input(compare64, inputs.idx),
+                                            ode_input64(compare64, inputs.idx),
                                             inputs.tokens["valid"], cfg)
     figure_data = {"mu_by_model": {f"{label} ({p['field']})": p.pop("_mu_samples")
                                    for label, p in profiles.items()},
@@ -372,11 +265,23 @@ def comparison(inputs: FlowInputs, flow: dict[str, Any], cfg: FlowConfig
     return {"profiles": profiles, "contractive": contractive_part(profiles)}, figure_data
 
 
-def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
-    """Run every analysis, write results.json, report.md and figures into ``cfg.out``."""
+@dataclass
+class FlowResult:
+    """What :func:`run_flow` measured: ``results`` (results.json's content, without the figure
+    names :func:`write_flow` adds), and the curves and samples the figures draw."""
+
+    results: dict[str, Any]
+    flow: dict[str, Any]
+    figure_data: dict[str, Any] = field(default_factory=dict)
+
+
+def run_flow(cfg: FlowConfig, progress: bool = True) -> FlowResult:
+    """Run every analysis of ``cfg`` on its checkpoints (nothing is written)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=6 + bool(cfg.refinement), desc="analyze flow", disable=not progress,
+    from steerflow.io import json_safe
+
+    bar = tqdm(total=5 + bool(cfg.refinement), desc="analyze flow", disable=not progress,
                leave=False)
 
     def stage(text: str) -> None:
@@ -385,7 +290,7 @@ def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
 
     inputs = load_inputs(cfg, progress)
     model = inputs.model
-    results: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "config": jsonable(asdict(cfg)),
+    results: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "config": json_safe(asdict(cfg)),
                                "model": {"field": model.config.field,
                                          "alpha": float(model.ode.alpha.detach().mean()),
                                          "ode_span": list(model.config.ode_span)},
@@ -413,62 +318,50 @@ def run_flow(cfg: FlowConfig, progress: bool = True) -> dict[str, Any]:
         stage("depth refinement")
         results["refinement"] = refinement_part(inputs.tokens, model.config.vocab_size,
                                                 model.config.block_size, cfg, bar.set_description)
-    stage("writing")
-    write_outputs(Path(cfg.out), results, flow, figure_data)
     bar.close()
-    return results
+    return FlowResult(results, flow, figure_data)
 
 
 def _load_any(path: str, device: str):
     from steerflow.model.hub import load_model
 
     model = load_model(path, device)
-    _require_tokenizer(model, path)
+    require_tokenizer(model, path)
     return model
 
 
 def _check_same_tokenizer(model, other, label: str) -> None:
     if other is None:
         return
-    _require_tokenizer(other, label)
+    require_tokenizer(other, label)
     if other.tokenizer.content_hash() != model.tokenizer.content_hash():
         raise CheckpointError(f"{label} uses a different tokenizer ({other.tokenizer.name}) than "
                               f"CKPT ({model.tokenizer.name}); compare models trained on the same one")
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with tuples as lists, numpy scalars as numbers and non-finite floats as None."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
-
-
-def write_outputs(out: Path, results: dict[str, Any], flow: dict[str, Any],
-                  figure_data: Optional[dict[str, Any]] = None) -> None:
-    """results.json, report.md and the PNG figures."""
+def write_flow(result: FlowResult, out: Path) -> dict[str, Any]:
+    """Write the PNG figures, ``results.json`` and ``report.md`` into ``out``; return what
+    results.json holds (``result.results`` with the names of the figures in ``out``, valid JSON)."""
     from steerflow.analysis import figures
     from steerflow.analysis.report import markdown_report
-    from steerflow.io import atomic_write_text
+    from steerflow.io import atomic_write_text, json_safe, write_json
 
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figure_data = figure_data or {}
-    figures.convergence_figure(out / "convergence.png", results["convergence"])
-    figures.mu_histogram(out / "mu_hist.png", {f"u={k}": v.ravel() for k, v in
-                                               flow["_mu_samples"].items()},
+    results, flow, figure_data = result.results, result.flow, result.figure_data
+    convergence, mu_hist, perturbation, discrete = FIGURES
+    figures.convergence_figure(out / convergence, results["convergence"])
+    figures.mu_histogram(out / mu_hist, {f"u={k}": v.ravel() for k, v in
+                                         flow["_mu_samples"].items()},
                          f"Log-norm of alpha*F over tokens, tau and u ({flow['mu']['grouping']}s)",
                          figure_data.get("mu_by_model"))
     curves = {f"checkpoint u={u}": c for u, c in flow["_curves"].items()}
     curves.update(figure_data.get("compare_curves", {}))
-    figures.perturbation_figure(out / "perturbation.png", curves)
-    figures.discrete_figure(out / "discrete_layers.png", results["discrete"])
+    figures.perturbation_figure(out / perturbation, curves)
+    figures.discrete_figure(out / discrete, results["discrete"])
     if results.get("refinement"):
         figures.refinement_figure(out / "refinement.png", results["refinement"]["models"])
     results["figures"] = sorted(p.name for p in out.glob("*.png"))
-    atomic_write_text(out / "results.json", json.dumps(jsonable(results), indent=2) + "\n")
+    write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", markdown_report(results))
+    return json_safe(results)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
+from steerflow.analysis.settings import FlowConfig
+from steerflow.cli.common import add_common_flags, add_data_flags
 from steerflow.errors import InputError
 
 
@@ -38,64 +39,62 @@ def add_parser(sub) -> None:
                     "(with --compare) a contractive-field model against the unconstrained one. "
                     "Writes results.json, report.md and PNG figures into --out.")
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (with its tokenizer)")
-    p.add_argument("--out", type=output_folder, default="flow_analysis",
-                   help="output folder (default: flow_analysis)")
     p.add_argument("--baseline", help="a discrete baseline checkpoint for the layer statistics")
     p.add_argument("--compare", help="a second hybrid checkpoint; one of the two with "
                                      "field=contractive gives the contractive comparison")
-    p.add_argument("--data-dir", help="local data folder (default: $STEERFLOW_DATA)")
-    p.add_argument("--cache-dir", help="token cache (default: $STEERFLOW_CACHE or ~/.cache/steerflow)")
-    p.add_argument("--controls", type=_floats, default=(-1.0, 0.0, 1.0),
+    add_data_flags(p)
+    p.add_argument("--controls", type=_floats, default=FlowConfig.controls,
                    help="values of u, comma-separated; write --controls=-1,1 when the first "
                         "is negative (default: -1,0,1)")
-    p.add_argument("--methods", type=_methods, default=("euler", "midpoint", "rk4"),
+    p.add_argument("--methods", type=_methods, default=FlowConfig.methods,
                    help="fixed-step methods (default: euler,midpoint,rk4)")
-    p.add_argument("--steps", type=_ints, default=(1, 2, 4, 8, 16, 32, 64),
+    p.add_argument("--steps", type=_ints, default=FlowConfig.steps,
                    help="step counts of the convergence study (default: 1,2,4,...,64)")
-    p.add_argument("--ref-rtol", type=float, default=1e-12, help="dopri8 reference rtol (1e-12)")
-    p.add_argument("--batch-size", type=int, default=4, help="validation sequences analysed (4)")
-    p.add_argument("--lanczos-iters", type=int, default=32, help="Krylov dimension of μ estimates")
-    p.add_argument("--grid-points", type=int, default=17, help="τ points of the μ/perturbation grid")
-    p.add_argument("--traj-steps", type=int, default=64, help="rk4 steps of the trajectories")
-    p.add_argument("--eps", type=float, default=1e-6, help="relative perturbation size (1e-6)")
-    p.add_argument("--tolerance", type=float, default=1e-2,
+    p.add_argument("--ref-rtol", type=float, default=FlowConfig.ref_rtol,
+                   help="dopri8 reference rtol (1e-12)")
+    p.add_argument("--batch-size", type=int, default=FlowConfig.batch_size,
+                   help="validation sequences analysed (4)")
+    p.add_argument("--lanczos-iters", type=int, default=FlowConfig.lanczos_iters,
+                   help="Krylov dimension of μ estimates")
+    p.add_argument("--grid-points", type=int, default=FlowConfig.grid_points,
+                   help="τ points of the μ/perturbation grid")
+    p.add_argument("--traj-steps", type=int, default=FlowConfig.traj_steps,
+                   help="rk4 steps of the trajectories")
+    p.add_argument("--eps", type=float, default=FlowConfig.eps,
+                   help="relative perturbation size (1e-6)")
+    p.add_argument("--tolerance", type=float, default=FlowConfig.tolerance,
                    help="relative slack before a bound violation is counted (1e-2)")
-    p.add_argument("--loss-batches", type=int, default=10, help="validation batches for losses")
+    p.add_argument("--loss-batches", type=int, default=FlowConfig.loss_batches,
+                   help="validation batches for losses")
     p.add_argument("--no-refinement", dest="refinement", action="store_false",
                    help="skip the depth-refinement study (it trains two small models)")
-    p.add_argument("--refinement-iters", type=int, default=300,
+    p.add_argument("--refinement-iters", type=int, default=FlowConfig.refinement_iters,
                    help="training iterations of each depth-refinement model (300)")
-    p.add_argument("--refinement-train-steps", type=int, default=8,
+    p.add_argument("--refinement-train-steps", type=int,
+                   default=FlowConfig.refinement_train_steps,
                    help="Euler steps N₀ the depth models are trained with (8)")
-    p.add_argument("--refinement-basis", type=int, default=3,
+    p.add_argument("--refinement-basis", type=int, default=FlowConfig.refinement_basis,
                    help="Legendre polynomials of the smooth depth model (3, < N₀)")
-    p.add_argument("--refinement-width", type=int, default=64,
+    p.add_argument("--refinement-width", type=int, default=FlowConfig.refinement_width,
                    help="width of the depth-refinement models (64)")
-    p.add_argument("--seed", type=int, default=0, help="seed (0)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print results.json's content on stdout")
+    p.add_argument("--seed", type=int, default=FlowConfig.seed, help="seed (0)")
+    add_common_flags(p, out="output folder", out_default="flow_analysis",
+                     device=FlowConfig.device, threads=False,
+                     json="print results.json's content on stdout")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.analysis.flow import FlowConfig, run_flow
+    from dataclasses import fields
+
+    from steerflow.analysis.flow import run_flow, write_flow
     from steerflow.cli.common import eprint, print_json
 
-    cfg = FlowConfig(
-        checkpoint=args.checkpoint, out=args.out, baseline=args.baseline, compare=args.compare,
-        data_dir=args.data_dir, cache_dir=args.cache_dir, controls=args.controls,
-        methods=args.methods, steps=args.steps, ref_rtol=args.ref_rtol,
-        batch_size=args.batch_size, lanczos_iters=args.lanczos_iters,
-        grid_points=args.grid_points, traj_steps=args.traj_steps, eps=args.eps,
-        tolerance=args.tolerance, loss_batches=args.loss_batches, refinement=args.refinement,
-        refinement_iters=args.refinement_iters,
-        refinement_train_steps=args.refinement_train_steps,
-        refinement_basis=args.refinement_basis, refinement_width=args.refinement_width,
-        seed=args.seed, device=args.device)
-    results = run_flow(cfg, progress=not (args.quiet or args.json))
+    cfg = FlowConfig(**{f.name: getattr(args, f.name) for f in fields(FlowConfig)
+                        if hasattr(args, f.name)})
+    results = write_flow(run_flow(cfg, progress=not (args.quiet or args.json)), cfg.out)
     if args.json:
-        print_json(_public(results))
+        print_json(results)
         return 0
     order = ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} n/a"
                       for m, s in results["order"].items())
@@ -111,10 +110,3 @@ def run(args: argparse.Namespace) -> int:
               f"{c['mu_max']['unconstrained']:.4g}, val loss cost {c['val_loss_cost']:+.4f}")
     eprint(f"wrote {args.out}/results.json, report.md and {len(results['figures'])} figures")
     return 0
-
-
-def _public(results: dict) -> dict:
-    """results.json's content (already JSON-safe apart from non-finite floats)."""
-    from steerflow.analysis.flow import jsonable
-
-    return jsonable(results)

@@ -2,7 +2,7 @@
 
 A hybrid trained with one fixed solver (4 Euler steps) can learn a field whose 4-step Euler map is
 good while the ODE it defines is not: the solver invariance test
-(:mod:`steerflow.eval.invariance`) then shows a displacement divergence
+(:mod:`steerflow.analysis.invariance`) then shows a displacement divergence
 ``‖ΔH_euler − ΔH_dopri5‖ / ‖ΔH_dopri5‖`` well above 1 %. Two remedies, usable together:
 
 * **solver randomisation** — each training step integrates with a step count drawn from

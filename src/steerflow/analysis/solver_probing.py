@@ -26,59 +26,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from steerflow.config import ADAPTIVE_METHODS, SolverSpec
+from steerflow.analysis.convergence import loglog_fit
+from steerflow.analysis.inputs import control_batch, require_hybrid, require_tokenizer
+from steerflow.analysis.settings import PROBE_SOLVER, ProbeSettings
+from steerflow.config import SolverSpec
 from steerflow.errors import InputError
 from steerflow.experiments.paper import SOLVER_PROBING as PAPER
-from steerflow.eval.invariance import control_batch, ode_input, require_hybrid
 
-DEFAULT_US = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
-DEFAULT_METHODS = ("dopri5", "adaptive_heun")
-DEFAULT_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-DEFAULT_TOLERANCE_US = (-1.0, 0.0, 1.0)
-DEFAULT_TAUS = (0.0, 1 / 6, 1 / 3, 0.5, 0.67, 5 / 6, 1.0)
-#: the solver that produces the hidden states at intermediate τ for the probes (dense output)
-PROBE_SOLVER = SolverSpec(method="dopri5", steps=None, rtol=1e-5, atol=1e-6)
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What :func:`run_probe` measures; the defaults follow the paper."""
-
-    us: tuple[float, ...] = DEFAULT_US
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    rtol: float = 1e-3
-    atol: float = 1e-4
-    tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
-    tolerance_us: tuple[float, ...] = DEFAULT_TOLERANCE_US
-    max_examples: int = 16
-    taus: tuple[float, ...] = DEFAULT_TAUS
-    probe_solver: SolverSpec = PROBE_SOLVER
-    probe_u: float = 0.0
-    probe_limit: Optional[int] = None
-    folds: int = 5
-    seed: int = 0
-    axis: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("us", "tolerance_us"):
-            values = getattr(self, name)
-            if not values or any(not math.isfinite(u) for u in values):
-                raise InputError(f"{name} must be a non-empty list of finite numbers, got {values}")
-        bad = [m for m in self.methods if m not in ADAPTIVE_METHODS]
-        if not self.methods or bad:
-            raise InputError(f"NFE probing needs adaptive solvers ({', '.join(ADAPTIVE_METHODS)}); "
-                             f"got {list(self.methods)}")
-        if any(not (t > 0 and math.isfinite(t)) for t in self.tolerances + (self.rtol, self.atol)):
-            raise InputError("tolerances must be positive finite numbers")
-        if self.max_examples < 1:
-            raise InputError(f"max_examples must be >= 1, got {self.max_examples}")
-        taus = list(self.taus)
-        if len(taus) < 2 or taus[0] != 0 or taus[-1] != 1 or taus != sorted(set(taus)):
-            raise InputError(f"taus must increase from 0 to 1, got {taus}")
-        if self.folds < 2:
-            raise InputError(f"folds must be >= 2, got {self.folds}")
-        if self.probe_limit is not None and self.probe_limit < 2 * self.folds:
-            raise InputError(f"probe_limit must be at least 2 × folds = {2 * self.folds}")
+#: the figures :func:`write_figures` draws (the last only when the linear probes ran)
+FIGURES = ("fig3.png", "fig4.png", "probe_accuracy.png")
 
 
 # --------------------------------------------------------------------------- NFE counting
@@ -173,13 +129,8 @@ def solver_agreement(rows: list[dict[str, Any]], a: str = "adaptive_heun",
 
 def growth_exponent(tolerances: Sequence[float], nfes: Sequence[float]) -> Optional[float]:
     """Least-squares slope of log NFE against log(1/rtol): NFE ∝ rtol^(−slope); < 1 is sublinear."""
-    pairs = [(-math.log(t), math.log(n)) for t, n in zip(tolerances, nfes) if n > 0]
-    if len(pairs) < 2:
-        return None
-    mx = statistics.fmean(p[0] for p in pairs)
-    my = statistics.fmean(p[1] for p in pairs)
-    sxx = sum((p[0] - mx) ** 2 for p in pairs)
-    return sum((p[0] - mx) * (p[1] - my) for p in pairs) / sxx if sxx > 0 else None
+    slope, _ = loglog_fit([1 / t for t in tolerances], nfes)
+    return slope
 
 
 def tolerance_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -232,7 +183,7 @@ def depth_features(model, idx: torch.Tensor, mask: torch.Tensor, taus: Sequence[
     chunks = []
     for start in range(0, idx.shape[0], batch_size):
         x, m = idx[start: start + batch_size], mask[start: start + batch_size]
-        h0 = ode_input(model, x)  # (B, L, d)
+        h0 = model.ode_input(x)  # (B, L, d)
         uc = control_batch(model, u, x.shape[0], axis)
         states = model.ode.solve(h0, uc, solver.replace(adjoint=False), taus=list(taus)).states
         w = m.to(states.dtype)[None, :, :, None]  # (1, B, L, 1)
@@ -261,8 +212,6 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5,
 def probe_over_depth(model, pairs: Sequence[tuple[str, int]], settings: ProbeSettings
                      ) -> dict[str, Any]:
     """Linear-probe sentiment accuracy at each τ of ``settings.taus`` on ``(sentence, label)`` pairs."""
-    from steerflow.eval.invariance import require_tokenizer
-
     pairs = list(pairs)[: settings.probe_limit] if settings.probe_limit else list(pairs)
     labels = np.array([label for _, label in pairs])
     idx, mask = encode_sentences(require_tokenizer(model), [s for s, _ in pairs],
@@ -307,7 +256,7 @@ def run_probe(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     if not batches:
         raise InputError("no text batches for NFE probing")
     model.eval()
-    h0s = [ode_input(model, x) for x, _ in batches]  # each (B, T, d)
+    h0s = [model.ode_input(x) for x, _ in batches]  # each (B, T, d)
     by_u = nfe_vs_control(model, h0s, settings, progress)
     by_tol = nfe_vs_tolerance(model, h0s, settings, progress=progress)
     probes = probe_over_depth(model, probe_pairs, settings) if probe_pairs else None
@@ -321,95 +270,36 @@ def run_probe(model, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                        meta)
 
 
-# --------------------------------------------------------------------------- figures and tables
-def plot_nfe_vs_u(rows: list[dict[str, Any]], path: Path) -> None:
-    """Fig. 3: NFE against u per method, per example (mean ± std) and per batch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, method in enumerate(sorted({r["method"] for r in rows})):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["u"])
-        us = [r["u"] for r in mine]
-        color = f"C{i}"
-        ax.errorbar(us, [r["nfe_per_example"] for r in mine],
-                    yerr=[r["nfe_per_example_std"] for r in mine], color=color, marker="o",
-                    capsize=3, label=f"{method}, per example (mean ± std)")
-        ax.plot(us, [r["nfe_per_batch"] for r in mine], color=color, ls="--", marker="s",
-                label=f"{method}, per batch")
-    ax.hlines(PAPER["dopri5_nfe_negative_u"], -2, 0, colors="gray", ls=":")
-    ax.hlines(PAPER["dopri5_nfe_positive_u"], 0, 2, colors="gray", ls=":",
-              label="paper, dopri5 (≈20 for u<0, ≈14 for u>0)")
-    ax.set(xlabel="control u", ylabel="function evaluations (NFE)",
-           title="NFE against control (Fig. 3)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_nfe_vs_tolerance(rows: list[dict[str, Any]], path: Path) -> None:
-    """Fig. 4: NFE against rtol (log scale) per u, per batch and per example."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, u in enumerate(sorted({r["u"] for r in rows})):
-        mine = sorted((r for r in rows if r["u"] == u), key=lambda r: r["rtol"])
-        tols = [r["rtol"] for r in mine]
-        ax.plot(tols, [r["nfe_per_batch"] for r in mine], color=f"C{i}", marker="o",
-                label=f"u={u:+g}, per batch")
-        ax.plot(tols, [r["nfe_per_example"] for r in mine], color=f"C{i}", ls="--", marker="x",
-                label=f"u={u:+g}, per example")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set(xlabel="rtol (atol = rtol/10)", ylabel="function evaluations (NFE)",
-           title="NFE against tolerance (Fig. 4; paper: 14 → 26 for 1000× tighter)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_probe(probes: dict[str, Any], path: Path) -> None:
-    """Linear-probe accuracy against τ with the majority-class baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = probes["by_tau"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar([r["tau"] for r in rows], [r["accuracy"] for r in rows],
-                yerr=[r["accuracy_std"] for r in rows], marker="o", capsize=3,
-                label=f"logistic regression, {probes['folds']}-fold CV")
-    ax.axhline(probes["majority_baseline"], color="gray", ls=":", label="majority class")
-    ax.set(xlabel="depth τ inside the ODE block", ylabel="SST-2 dev accuracy",
-           title=f"Linear probes on hidden states (u = {probes['u']:g})")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    from steerflow.io import atomic_write
-
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-
+# --------------------------------------------------------------------------- files
 def write_figures(result: ProbeResult, out: Path) -> list[str]:
     """fig3.png, fig4.png and probe_accuracy.png (when probes ran) in ``out``; returns the names."""
+    from steerflow.analysis.figures import (nfe_vs_tolerance_figure, nfe_vs_u_figure,
+                                            probe_accuracy_figure)
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plot_nfe_vs_u(result.nfe_vs_u, out / "fig3.png")
-    plot_nfe_vs_tolerance(result.nfe_vs_tolerance, out / "fig4.png")
-    names = ["fig3.png", "fig4.png"]
+    nfe_vs_u, nfe_vs_tolerance, accuracy = FIGURES
+    nfe_vs_u_figure(out / nfe_vs_u, result.nfe_vs_u, PAPER)
+    nfe_vs_tolerance_figure(out / nfe_vs_tolerance, result.nfe_vs_tolerance)
+    names = [nfe_vs_u, nfe_vs_tolerance]
     if result.probes:
-        plot_probe(result.probes, out / "probe_accuracy.png")
-        names.append("probe_accuracy.png")
+        probe_accuracy_figure(out / accuracy, result.probes)
+        names.append(accuracy)
     return names
+
+
+def write_probe(result: ProbeResult, out: Path, extra: Optional[dict[str, Any]] = None
+                ) -> dict[str, Any]:
+    """Write the figures (:func:`write_figures`), ``results.json`` (``extra`` keys first, then
+    :meth:`ProbeResult.as_dict` and the figure names) and ``table.md`` (:func:`format_report`)
+    into ``out``; return what results.json holds."""
+    from steerflow.io import atomic_write_text, write_json
+
+    out = Path(out)
+    data = {**(extra or {}), **result.as_dict(), "figures": write_figures(result, out)}
+    write_json(out / "results.json", data)
+    atomic_write_text(out / "table.md", format_report(result) + "\n")
+    return data
 
 
 def format_report(result: ProbeResult) -> str:

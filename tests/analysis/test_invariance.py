@@ -10,9 +10,11 @@ from torch import nn
 
 from steerflow.config import SolverSpec
 from steerflow.errors import CheckpointError, InputError
-from steerflow.eval.invariance import (
-    DivergenceMeter, InvarianceSettings, control_batch, displacement_divergence, fit_order,
-    ode_input, output_divergence, readout, relative_divergence, run_invariance, verdicts)
+from steerflow.analysis.divergence import (DivergenceMeter, displacement_divergence,
+                                           output_divergence, relative_divergence)
+from steerflow.analysis.inputs import control_batch
+from steerflow.analysis.invariance import convergence_order, run_invariance, verdicts
+from steerflow.analysis.settings import InvarianceSettings
 from steerflow.model.vector_fields import VectorField
 
 #: float64 dopri5 at this tolerance is ~1e-11 from the exact flow of the small problems below,
@@ -66,7 +68,7 @@ def _matrix(d: int, seed: int = 0, scale: float = 0.6) -> torch.Tensor:
 def test_linear_field_divergences_equal_the_closed_form_euler_error(make_tiny_model, single_thread):
     model = _swap_field(make_tiny_model(dtype=torch.float64), LinearField(_matrix(32)))
     x = torch.randint(0, 512, (2, 16))
-    h0 = ode_input(model, x)  # (B, T, d)
+    h0 = model.ode_input(x)  # (B, T, d)
     u = control_batch(model, 0.0, 2)
     A = model.ode.field.A
     exact = h0 @ torch.linalg.matrix_exp(A).T
@@ -86,7 +88,7 @@ def test_linear_field_divergences_equal_the_closed_form_euler_error(make_tiny_mo
 def test_displacement_metric_is_zero_when_euler_is_exact(make_tiny_model, single_thread):
     b = torch.linspace(-1, 1, 32, dtype=torch.float64)
     model = _swap_field(make_tiny_model(dtype=torch.float64), ConstantField(b))
-    h0 = ode_input(model, torch.randint(0, 512, (2, 8)))
+    h0 = model.ode_input(torch.randint(0, 512, (2, 8)))
     u = control_batch(model, 1.0, 2)
     ref = model.ode.solve(h0, u, TIGHT).final
     for n in (1, 4):
@@ -102,7 +104,7 @@ def test_displacement_metric_divides_by_what_the_block_adds(make_tiny_model, sin
     ‖H(0)‖ and shrinks as H(0) grows."""
     b = torch.linspace(-1, 1, 32, dtype=torch.float64)
     model = _swap_field(make_tiny_model(dtype=torch.float64), TimeField(b))
-    h0 = ode_input(model, torch.randint(0, 512, (2, 8)))
+    h0 = model.ode_input(torch.randint(0, 512, (2, 8)))
     u = control_batch(model, 0.0, 2)
     for scale in (1.0, 100.0):
         start = scale * h0
@@ -141,11 +143,11 @@ def test_output_metrics_on_known_distributions():
     assert same["kl"] == pytest.approx(0.0, abs=1e-15) and same["top1_agreement"] == 1.0
 
 
-def test_fit_order_recovers_a_power_law():
+def test_convergence_order_recovers_a_power_law():
     steps = [1, 2, 4, 8, 16]
-    assert fit_order(steps, [3.0 * n ** -1.0 for n in steps]) == pytest.approx(1.0)
-    assert fit_order(steps, [0.5 * n ** -4.0 for n in steps]) == pytest.approx(4.0)
-    assert fit_order([4], [0.1]) is None
+    assert convergence_order(steps, [3.0 * n ** -1.0 for n in steps]) == pytest.approx(1.0)
+    assert convergence_order(steps, [0.5 * n ** -4.0 for n in steps]) == pytest.approx(4.0)
+    assert convergence_order([4], [0.1]) is None
 
 
 def test_verdicts_against_threshold():
@@ -163,7 +165,7 @@ def test_readout_path_equals_the_model_forward(make_tiny_model, single_thread):
     spec = SolverSpec(method="euler", steps=4)
     u = control_batch(model, -1.0, 2)
     with torch.no_grad():
-        ours = readout(model, model.ode.solve(ode_input(model, x), u, spec).final)
+        ours = model.readout(model.ode.solve(model.ode_input(x), u, spec).final)
         theirs, _ = model(x, u, solver=spec)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)  # the same arithmetic, in order
 
@@ -176,7 +178,7 @@ def test_run_invariance_on_a_linear_field_matches_closed_form(make_tiny_model, s
     result = run_invariance(model, batches, settings)
     A = model.ode.field.A.double()
     with torch.no_grad():
-        h0 = torch.cat([ode_input(model.double(), x) for x, _ in batches])
+        h0 = torch.cat([model.double().ode_input(x) for x, _ in batches])
     model.float()
     exact = h0 @ torch.linalg.matrix_exp(A).T
     for row in result["steps_sweep"]:

@@ -11,8 +11,8 @@ from torch import nn
 
 from steerflow.config import SolverSpec
 from steerflow.errors import InputError
-from steerflow.eval.invariance import control_batch, ode_input
-from steerflow.eval.probe import (
+from steerflow.analysis.inputs import control_batch
+from steerflow.analysis.solver_probing import (
     ProbeSettings, count_nfe, count_nfe_per_example, depth_features, encode_sentences,
     format_report, growth_exponent, probe_accuracy, run_probe, solver_agreement, write_figures)
 from steerflow.model.vector_fields import VectorField
@@ -61,7 +61,7 @@ def test_nfe_equals_the_number_of_field_calls(make_tiny_model, single_thread, me
     model.ode.field = CountingField(model.ode.field)
     x = torch.randint(0, 512, (3, 10))
     with torch.no_grad():
-        h0 = ode_input(model, x)
+        h0 = model.ode_input(x)
         u = control_batch(model, 1.0, 3)
         spec = SolverSpec(method=method, steps=None, rtol=1e-5, atol=1e-6)
         model.ode.field.calls = 0
@@ -81,7 +81,7 @@ def test_batch_nfe_lies_between_its_examples(make_tiny_model, single_thread):
     model = make_tiny_model()
     x = torch.randint(0, 512, (4, 16))
     with torch.no_grad():
-        h0 = ode_input(model, x)
+        h0 = model.ode_input(x)
         u = control_batch(model, -1.0, 4)
         spec = SolverSpec(method="dopri5", steps=None, rtol=1e-6, atol=1e-7)
         batch = count_nfe(model, h0, u, spec)

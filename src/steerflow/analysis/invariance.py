@@ -13,246 +13,31 @@ at rtol 1e-10), and compare:
   validation-loss difference;
 * the same numbers along a tolerance sweep of dopri5 and a step-count sweep of the training method.
 
-Norms are Frobenius norms pooled over every token of every batch (``sqrt(Σ‖·‖²)``), so the result
-does not depend on how the text is split into batches.
+The metrics are those of :mod:`steerflow.analysis.divergence`; :func:`run_invariance` computes,
+:func:`write_invariance` writes ``results.json``, ``table.md`` and ``invariance_sweeps.png``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from steerflow.analysis.convergence import loglog_fit
+from steerflow.analysis.divergence import DivergenceMeter
+from steerflow.analysis.inputs import (control_batch, float64_copy, plain_solver, require_hybrid,
+                                       require_tokenizer)
+from steerflow.analysis.settings import InvarianceSettings
 from steerflow.config import SolverSpec
-from steerflow.errors import CheckpointError, InputError, SolverError
+from steerflow.errors import InputError, SolverError
 from steerflow.experiments.paper import INVARIANCE as PAPER
 from steerflow.experiments.paper import INVARIANCE_THRESHOLD as THRESHOLD
 
-#: the pass mark of every metric (paper 1: "above ~1 % the model would be a ResNet in disguise")
-DEFAULT_CONTROLS = (-1.0, 0.0, 1.0)
-DEFAULT_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
-DEFAULT_STEPS = (1, 2, 4, 8, 16, 32)
-#: the float32 reference: dopri5 near float32's resolution (eps ≈ 1.2e-7) without stalling
-REFERENCE_SOLVER = SolverSpec(method="dopri5", steps=None, rtol=1e-6, atol=1e-7)
-#: the float64 reference, the "truth" every sweep entry is measured against
-FLOAT64_SOLVER = SolverSpec(method="dopri5", steps=None, rtol=1e-10, atol=1e-12,
-                            max_nfe=100_000)
-
-
-# --------------------------------------------------------------------------- metrics
-@dataclass
-class DivergenceMeter:
-    """Running sums for the invariance metrics of one solver against a reference.
-
-    Call :meth:`update` once per batch; :meth:`summary` turns the sums into ratios, so the metrics
-    pool every token of every batch.
-    """
-
-    diff_sq: float = 0.0  # Σ ‖H − H_ref‖²
-    ref_sq: float = 0.0  # Σ ‖H_ref‖²
-    disp_sq: float = 0.0  # Σ ‖H_ref − H(0)‖²
-    start_sq: float = 0.0  # Σ ‖H(0)‖²
-    kl_sum: float = 0.0  # Σ_tokens KL(p ‖ p_ref)
-    agree: int = 0  # tokens whose argmax matches the reference's
-    tokens: int = 0
-    nll_sum: float = 0.0  # Σ_tokens −log p(target)
-    nll_ref_sum: float = 0.0
-    nfe: list[int] = field(default_factory=list)
-
-    def update(self, h: torch.Tensor, h_ref: torch.Tensor, h0: torch.Tensor,
-               logits: Optional[torch.Tensor] = None, logits_ref: Optional[torch.Tensor] = None,
-               targets: Optional[torch.Tensor] = None, nfe: Optional[int] = None) -> None:
-        """Add one batch: final states ``(B, T, d)``, optional logits ``(B, T, V)`` and targets ``(B, T)``."""
-        if h.shape != h_ref.shape or h0.shape != h_ref.shape:
-            raise InputError(f"state shapes differ: {tuple(h.shape)}, {tuple(h_ref.shape)}, "
-                             f"{tuple(h0.shape)}")
-        h, h_ref, h0 = h.double(), h_ref.double(), h0.double()
-        self.diff_sq += float((h - h_ref).square().sum())
-        self.ref_sq += float(h_ref.square().sum())
-        self.disp_sq += float((h_ref - h0).square().sum())
-        self.start_sq += float(h0.square().sum())
-        if nfe is not None:
-            self.nfe.append(int(nfe))
-        if logits is not None and logits_ref is not None:
-            self._update_outputs(logits.double(), logits_ref.double(), targets)
-
-    def _update_outputs(self, logits: torch.Tensor, logits_ref: torch.Tensor,
-                        targets: Optional[torch.Tensor]) -> None:
-        logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
-        logq = F.log_softmax(logits_ref, dim=-1)
-        # KL(p ‖ q) = Σ_v p_v (log p_v − log q_v), per token
-        self.kl_sum += float((logp.exp() * (logp - logq)).sum())
-        self.agree += int((logits.argmax(-1) == logits_ref.argmax(-1)).sum())
-        self.tokens += logits.shape[0] * logits.shape[1]
-        if targets is not None:
-            t = targets.unsqueeze(-1)  # (B, T, 1); ids −1 are not used by eval_batches
-            self.nll_sum -= float(logp.gather(-1, t).sum())
-            self.nll_ref_sum -= float(logq.gather(-1, t).sum())
-
-    def summary(self) -> dict[str, Any]:
-        """The ratios: ``relative_divergence``, ``displacement_divergence``, and output metrics."""
-        out: dict[str, Any] = {
-            # paper 1, Exp. 3: ‖H − H_ref‖ / ‖H_ref‖
-            "relative_divergence": _ratio(self.diff_sq, self.ref_sq),
-            # ‖ΔH − ΔH_ref‖ / ‖ΔH_ref‖ with ΔH = H(1) − H(0); the H(0) terms cancel in the numerator
-            "displacement_divergence": _ratio(self.diff_sq, self.disp_sq),
-            # how much the block moves the state: ‖ΔH_ref‖ / ‖H(0)‖
-            "displacement_to_state": _ratio(self.disp_sq, self.start_sq),
-        }
-        if self.tokens:
-            out["kl"] = self.kl_sum / self.tokens
-            out["top1_agreement"] = self.agree / self.tokens
-            if self.nll_sum or self.nll_ref_sum:
-                loss, loss_ref = self.nll_sum / self.tokens, self.nll_ref_sum / self.tokens
-                out.update(loss=loss, loss_ref=loss_ref, loss_diff=loss - loss_ref,
-                           relative_loss_diff=abs(loss - loss_ref) / loss_ref)
-        if self.nfe:
-            out["nfe_per_batch"] = sum(self.nfe) / len(self.nfe)
-        return out
-
-
-def _ratio(num_sq: float, den_sq: float) -> float:
-    return math.sqrt(num_sq / den_sq) if den_sq > 0 else (0.0 if num_sq == 0 else math.inf)
-
-
-def relative_divergence(h: torch.Tensor, h_ref: torch.Tensor) -> float:
-    """Paper 1's Exp. 3 metric ``‖H − H_ref‖ / ‖H_ref‖`` (Frobenius norms over the whole tensor)."""
-    meter = DivergenceMeter()
-    meter.update(h, h_ref, torch.zeros_like(h_ref))
-    return meter.summary()["relative_divergence"]
-
-
-def displacement_divergence(h: torch.Tensor, h_ref: torch.Tensor, h0: torch.Tensor) -> float:
-    """``‖(H − H0) − (H_ref − H0)‖ / ‖H_ref − H0‖``: the error relative to what the block adds."""
-    meter = DivergenceMeter()
-    meter.update(h, h_ref, h0)
-    return meter.summary()["displacement_divergence"]
-
-
-def output_divergence(logits: torch.Tensor, logits_ref: torch.Tensor,
-                      targets: Optional[torch.Tensor] = None) -> dict[str, float]:
-    """Mean ``KL(p ‖ p_ref)``, top-1 agreement (and losses when ``targets`` is given)."""
-    meter = DivergenceMeter()
-    zeros = torch.zeros(1)
-    meter.update(zeros, zeros, zeros, logits, logits_ref, targets)
-    summary = meter.summary()
-    return {k: summary[k] for k in summary if k not in (
-        "relative_divergence", "displacement_divergence", "displacement_to_state")}
-
-
-# --------------------------------------------------------------------------- model pieces
-def ode_input(model, idx: torch.Tensor) -> torch.Tensor:
-    """H(0) for token ids ``idx`` ``(B, T)`` (:meth:`SteerFlowGPT.ode_input`)."""
-    return model.ode_input(idx)
-
-
-def readout(model, h1: torch.Tensor) -> torch.Tensor:
-    """Logits ``(B, T, V)`` from H(1) (:meth:`SteerFlowGPT.readout`)."""
-    return model.readout(h1)
-
-
-def control_batch(model, u: float, batch_size: int, axis: int = 0) -> torch.Tensor:
-    """``u · e_axis`` for every row, shape ``(B, c)``, in the model's dtype."""
-    c = model.config.control_dim
-    if not 0 <= axis < c:
-        raise InputError(f"control axis {axis} is outside control_dim={c}")
-    out = torch.zeros(batch_size, c, dtype=model.wte.weight.dtype, device=model.wte.weight.device)
-    out[:, axis] = float(u)
-    return out
-
-
-def require_hybrid(model) -> None:
-    """Raise unless ``model`` has an ODE block."""
-    if getattr(model, "ode", None) is None:
-        raise CheckpointError("this checkpoint is a discrete baseline (no ODE block); solver "
-                              "evaluations need a hybrid model")
-
-
-def plain_solver(spec: SolverSpec) -> SolverSpec:
-    """``spec`` for inference: no adjoint (nothing is differentiated)."""
-    return spec.replace(adjoint=False)
-
-
-def float64_copy(model):
-    """A float64 copy of ``model`` for reference solves (the original is untouched)."""
-    tokenizer, model.tokenizer = model.tokenizer, None  # the tokenizer need not be copied
-    try:
-        twin = copy.deepcopy(model).double().eval()
-    finally:
-        model.tokenizer = tokenizer
-    twin.tokenizer = tokenizer
-    return twin
-
-
-# --------------------------------------------------------------------------- data
-def default_cache_dir() -> Path:
-    """Where prepared token arrays live: ``$STEERFLOW_CACHE`` or ``~/.cache/steerflow``."""
-    return Path(os.environ.get("STEERFLOW_CACHE") or Path.home() / ".cache" / "steerflow")
-
-
-def validation_batches(model, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-                       batch_size: int = 8, max_batches: Optional[int] = 8,
-                       split: str = "valid", progress: bool = False
-                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Windows of real WikiText-2 text ``(x, y)``, each ``(B, T)``, encoded with the model's tokenizer.
-
-    The data folder comes from ``data_dir`` or ``$STEERFLOW_DATA`` (or the Hub); the token cache
-    from ``cache_dir`` or :func:`default_cache_dir`.
-    """
-    from steerflow.data import eval_batches, prepare_lm_data, resolve_data_source
-
-    tokenizer = require_tokenizer(model)
-    source = resolve_data_source(data_dir, require=("wikitext-2",))
-    prepared = prepare_lm_data(source, tokenizer, cache_dir or default_cache_dir(), progress=progress)
-    if split not in prepared.splits:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(prepared.splits)}")
-    return list(eval_batches(prepared.splits[split], batch_size, model.config.block_size,
-                             max_batches))
-
-
-def require_tokenizer(model):
-    """The tokenizer saved with the checkpoint, checked against the model's vocabulary."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise CheckpointError("the checkpoint has no tokenizer.json; save the model with its "
-                              "tokenizer (save_pretrained(dir, tokenizer=...))")
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise CheckpointError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                              f"vocab_size is {model.config.vocab_size}")
-    return tokenizer
-
-
-# --------------------------------------------------------------------------- the test
-@dataclass(frozen=True)
-class InvarianceSettings:
-    """What to compare. ``test_solver=None`` means the checkpoint's training solver."""
-
-    controls: tuple[float, ...] = DEFAULT_CONTROLS
-    test_solver: Optional[SolverSpec] = None
-    reference: SolverSpec = REFERENCE_SOLVER
-    float64_reference: SolverSpec = FLOAT64_SOLVER
-    tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
-    steps: tuple[int, ...] = DEFAULT_STEPS
-    threshold: float = THRESHOLD
-    axis: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.controls:
-            raise InputError("give at least one control value u")
-        if any(not math.isfinite(u) for u in self.controls):
-            raise InputError(f"control values must be finite, got {self.controls}")
-        if any(not (t > 0 and math.isfinite(t)) for t in self.tolerances):
-            raise InputError(f"tolerances must be positive, got {self.tolerances}")
-        if any(n < 1 for n in self.steps):
-            raise InputError(f"step counts must be >= 1, got {self.steps}")
-        if not self.threshold > 0:
-            raise InputError(f"threshold must be > 0, got {self.threshold}")
+#: the files :func:`write_invariance` writes
+FILES = ("results.json", "table.md", "invariance_sweeps.png")
 
 
 @dataclass(frozen=True)
@@ -286,7 +71,7 @@ class _Outcome:
 
 def _run(model, h0: torch.Tensor, u: torch.Tensor, spec: SolverSpec) -> _Outcome:
     solution = model.ode.solve(h0, u, plain_solver(spec))
-    return _Outcome(solution.final, readout(model, solution.final), solution.stats.nfe_forward)
+    return _Outcome(solution.final, model.readout(solution.final), solution.stats.nfe_forward)
 
 
 @torch.inference_mode()
@@ -329,8 +114,8 @@ def _compare_batch(model, model64, x, y, u: float, settings: InvarianceSettings,
                    cands: list[_Candidate], meters: dict, main: DivergenceMeter,
                    failures: dict[str, str]) -> None:
     """Solve one batch under control ``u`` with every candidate and update the meters."""
-    h0 = ode_input(model, x)  # (B, T, d)
-    h0_64 = ode_input(model64, x)
+    h0 = model.ode_input(x)  # (B, T, d)
+    h0_64 = model64.ode_input(x)
     u32 = control_batch(model, u, x.shape[0], settings.axis)
     u64 = u32.double()
     truth = _run(model64, h0_64, u64, settings.float64_reference)
@@ -360,7 +145,7 @@ def steering_probe_by_solver(model, solvers: dict[str, SolverSpec], controls: Se
     rows of the training solver and of dopri5 is the same finding as a large displacement
     divergence, read at the output the paper reports.
     """
-    from steerflow.steer.probe import PROBE_PROMPT, PROBE_WORDS, word_log_probs
+    from steerflow.steer.sentiment_probe import PROBE_PROMPT, PROBE_WORDS, word_log_probs
 
     tokenizer = require_tokenizer(model)
     rows = []
@@ -406,17 +191,10 @@ def verdicts(metrics: dict[str, float], threshold: float = THRESHOLD) -> dict[st
             for name, value in checks.items() if value is not None}
 
 
-def fit_order(steps: Sequence[int], errors: Sequence[float]) -> Optional[float]:
+def convergence_order(steps: Sequence[int], errors: Sequence[Optional[float]]) -> Optional[float]:
     """Convergence order: minus the least-squares slope of log(error) against log(steps)."""
-    pairs = [(math.log(n), math.log(e)) for n, e in zip(steps, errors)
-             if e is not None and e > 0 and math.isfinite(e)]
-    if len(pairs) < 2:
-        return None
-    mx = sum(p[0] for p in pairs) / len(pairs)
-    my = sum(p[1] for p in pairs) / len(pairs)
-    sxx = sum((p[0] - mx) ** 2 for p in pairs)
-    sxy = sum((p[0] - mx) * (p[1] - my) for p in pairs)
-    return -sxy / sxx
+    slope, _ = loglog_fit(steps, errors)
+    return None if slope is None else -slope
 
 
 def _report(settings, train_solver, cands, meters, main, failures, model, batches) -> dict[str, Any]:
@@ -438,7 +216,7 @@ def _report(settings, train_solver, cands, meters, main, failures, model, batche
     orders = {}
     for u in settings.controls:
         rows = [r for r in step_rows if r["u"] == u]
-        orders[str(u)] = fit_order([r["steps"] for r in rows],
+        orders[str(u)] = convergence_order([r["steps"] for r in rows],
                                    [r["displacement_divergence"] for r in rows])
     tokens = sum(int(x.numel()) for x, _ in batches)
     return {
@@ -527,35 +305,16 @@ def _fmt(value: Optional[float], kind: str) -> str:
     return f"{value:.3g}"
 
 
-def plot_sweeps(result: dict[str, Any], path: Path) -> None:
-    """Displacement divergence against Euler steps (log-log) and against dopri5 NFE, per u."""
-    import matplotlib
+def write_invariance(result: dict[str, Any], out: Path) -> list[str]:
+    """Write ``results.json`` (``result`` as JSON), ``table.md`` (:func:`format_report`) and
+    ``invariance_sweeps.png`` into ``out``; return the file names."""
+    from steerflow.analysis.figures import invariance_sweeps_figure
+    from steerflow.io import atomic_write_text, write_json
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from steerflow.io import atomic_write
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, u in enumerate(result["controls"]):
-        steps = [r for r in result["steps_sweep"] if r["u"] == u]
-        left.loglog([r["steps"] for r in steps], [r["displacement_divergence"] for r in steps],
-                    marker="o", color=f"C{i}", label=f"u={u:+g}, displacement")
-        left.loglog([r["steps"] for r in steps], [r["relative_divergence"] for r in steps],
-                    marker="x", ls="--", color=f"C{i}", label=f"u={u:+g}, relative (paper)")
-        tols = [r for r in result["tolerance_sweep"] if r["u"] == u]
-        right.loglog([r["nfe_per_batch"] for r in tols],
-                     [max(r["displacement_divergence"], 1e-12) for r in tols],
-                     marker="o", color=f"C{i}", label=f"u={u:+g}")
-    for ax in (left, right):
-        ax.axhline(result["threshold"], color="red", ls=":", label="1% threshold")
-        ax.axhline(PAPER["relative_divergence"], color="gray", ls=":", label="paper 0.068%")
-    left.set(xlabel="steps of the training method", ylabel="divergence from float64 reference",
-             title="Step sweep")
-    right.set(xlabel="dopri5 NFE per batch (rtol sweep)", ylabel="displacement divergence",
-              title="Tolerance sweep")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, table, sweeps = FILES
+    write_json(out / results, result)
+    atomic_write_text(out / table, format_report(result) + "\n")
+    invariance_sweeps_figure(out / sweeps, result, PAPER["relative_divergence"])
+    return list(FILES)
