@@ -230,49 +230,39 @@ def stage_steering_eval(s: RunSettings, env: Environment):
 
 
 def _cache_dir(env: Environment) -> Path:
-    from steerflow.eval.invariance import default_cache_dir
+    from steerflow.data.cache import resolve_cache_dir
 
-    return Path(env.cache_dir) if env.cache_dir else default_cache_dir()
+    return resolve_cache_dir(env.cache_dir)
 
 
 def stage_invariance(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.eval.invariance import format_report, plot_sweeps, run_invariance, validation_batches
-        from steerflow.io import atomic_write_text
+        from steerflow.analysis.inputs import load_hybrid_with_batches
+        from steerflow.analysis.invariance import run_invariance, write_invariance
 
-        model = _load(ctx, PATHS.steered, env)
-        batches = validation_batches(model, env.data_dir, env.cache_dir,
-                                     max_batches=s.invariance_batches)
+        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, _device(env),
+                                                  env.data_dir, env.cache_dir,
+                                                  max_batches=s.invariance_batches)
         result = run_invariance(model, batches, progress=not env.quiet)
-        out = ctx.out_dir / PATHS.invariance
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
-        atomic_write_text(out / "report.md", format_report(result))
-        plot_sweeps(result, out / "sweeps.png")
+        write_invariance(result, ctx.out_dir / PATHS.invariance)
         return result
     return run
 
 
 def stage_probe(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.data import load_sst2
-        from steerflow.eval.invariance import validation_batches
-        from steerflow.eval.probe import ProbeSettings, format_report, run_probe, write_figures
-        from steerflow.io import atomic_write_text
+        from steerflow.analysis.inputs import load_hybrid_with_batches, sst2_dev
+        from steerflow.analysis.settings import ProbeSettings
+        from steerflow.analysis.solver_probing import run_probe, write_probe
 
-        model = _load(ctx, PATHS.steered, env)
-        batches = validation_batches(model, env.data_dir, env.cache_dir,
-                                     max_batches=s.probe_batches)
-        pairs = load_sst2(_source(env), "dev")[: s.probe_sentences]
+        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, _device(env),
+                                                  env.data_dir, env.cache_dir,
+                                                  max_batches=s.probe_batches)
+        pairs = sst2_dev(env.data_dir)[: s.probe_sentences]
         settings = ProbeSettings(max_examples=s.probe_examples, seed=s.seed)
         result = run_probe(model, batches, pairs, settings, progress=not env.quiet)
-        out = ctx.out_dir / PATHS.probe
-        out.mkdir(parents=True, exist_ok=True)
-        data = result.as_dict()
-        atomic_write_text(out / "results.json", json.dumps(data, indent=2, default=str))
-        atomic_write_text(out / "report.md", format_report(result))
-        write_figures(result, out)
-        return data
+        write_probe(result, ctx.out_dir / PATHS.probe)
+        return result.as_dict()
     return run
 
 
@@ -297,7 +287,8 @@ def stage_contractive(s: RunSettings, env: Environment):
 
 def stage_flow(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.analysis.flow import FlowConfig, jsonable, run_flow
+        from steerflow.analysis.flow import run_flow, write_flow
+        from steerflow.analysis.settings import FlowConfig
 
         cfg = FlowConfig(checkpoint=str(ctx.out_dir / PATHS.steered),
                          out=str(ctx.out_dir / PATHS.flow),
@@ -309,7 +300,7 @@ def stage_flow(s: RunSettings, env: Environment):
                          loss_batches=s.flow_loss_batches,
                          refinement=s.flow_refinement, refinement_iters=s.flow_refinement_iters,
                          seed=s.seed, device=_device(env))
-        return jsonable(run_flow(cfg, progress=not env.quiet))
+        return write_flow(run_flow(cfg, progress=not env.quiet), cfg.out)
     return run
 
 
