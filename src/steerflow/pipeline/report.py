@@ -163,14 +163,15 @@ def markdown(r: dict[str, Any]) -> str:
     figures = [("lm/fig1.png", "loss, gradient norms and α over training (Exp. 1)"),
                ("steering/fig2.png", "probe sweep over u (Exp. 2, Fig. 2)"),
                ("steering/tradeoff.png", "target-sentiment rate against perplexity per method"),
-               ("invariance/sweeps.png", "divergence against tolerance and step count (Exp. 3)"),
+               ("invariance/invariance_sweeps.png",
+                "divergence against tolerance and step count (Exp. 3)"),
                ("probe/fig3.png", "NFE against u (Fig. 3)"),
                ("probe/fig4.png", "NFE against tolerance (Fig. 4)")]
     lines += ["## Figures", ""] + [f"- [{title}]({path})" for path, title in figures] + [""]
     lines += ["## Details", "",
               "- `lm/table.md`, `lm/results.json` — gradient stability",
               "- `steering/results.md`, `steering/results.json` — steering evaluation",
-              "- `invariance/report.md`, `probe/report.md`, `bench/results.json`",
+              "- `invariance/table.md`, `probe/table.md`, `bench/results.json`",
               f"- checkpoints: `{r['checkpoints']['baseline']}`, `{r['checkpoints']['hybrid']}`, "
               f"`{r['checkpoints']['steered']}` (usable with `steerflow generate`)", ""]
     return "\n".join(lines)
