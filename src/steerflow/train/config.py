@@ -106,8 +106,8 @@ class TrainConfig:
         train_final_norm: with ``task="steer"``, also train the final LayerNorm's gain and bias
             (the embeddings and the head stay frozen, as in the paper). A frozen ``ln_f`` caps the
             probability any residual stream can give one token (``probability_ceiling`` in
-            :mod:`steerflow.steer.probe`); a small LM's ceiling for " good" is below the paper's
-            Table 2 values, so the cloze replication needs this.
+            :mod:`steerflow.steer.sentiment_probe`); a small LM's ceiling for " good" is below
+            the paper's Table 2 values, so the cloze replication needs this.
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
             ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
             vocabulary size is set from it.
