@@ -79,31 +79,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _load_models(args: argparse.Namespace):
-    from pathlib import Path
-
-    from steerflow.cli.common import load_model
-    from steerflow.steer.evaluate import Models, steer_run_info
-
-    steered = load_model(args.checkpoint)
-    names = {"steered": str(args.checkpoint)}
-    run_info = steer_run_info(args.checkpoint)
-    base_path = args.base or run_info.get("init_from")
-    if base_path and Path(base_path).resolve() != Path(args.checkpoint).resolve():
-        base = load_model(base_path)
-        names["base"] = str(base_path)
-    else:
-        base = steered  # no base known: the steered model at u = 0 stands in for it
-        names["base"] = f"{args.checkpoint} at u=0 (no --base)"
-    models = Models(steered, base, names=names, steer_data=run_info.get("steer_data"))
-    for role in ("ablation", "baseline"):
-        path = getattr(args, role)
-        if path:
-            setattr(models, role, load_model(path))
-            names[role] = str(path)
-    return models
-
-
 @contextlib.contextmanager
 def torch_threads(threads: Optional[int]) -> Iterator[None]:
     """``torch.set_num_threads(threads)`` for the block, restored after (None: leave as is)."""
@@ -122,22 +97,14 @@ def torch_threads(threads: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _judge_cache():
-    import os
-    from pathlib import Path
-
-    root = os.environ.get("STEERFLOW_CACHE")
-    root = Path(root).expanduser() if root else Path.home() / ".cache" / "steerflow"
-    return root / "judges" / "sst2-tfidf"
-
-
 def settings_from_args(args: argparse.Namespace):
     """The :class:`SteeringEvalConfig` the flags describe."""
+    from steerflow.steer.judges.sst2 import default_judge_cache
     from steerflow.steer.settings import SteeringEvalConfig
 
     values = {field: getattr(args, field) for _, field, _, _ in _SETTINGS_FLAGS}
     return SteeringEvalConfig(**values, extra_judges=tuple(args.judge),
-                              judge_cache=args.judge_cache or str(_judge_cache()),
+                              judge_cache=args.judge_cache or str(default_judge_cache()),
                               progress=not args.quiet)
 
 
@@ -146,14 +113,15 @@ def run(args: argparse.Namespace) -> int:
 
     from steerflow.cli.common import eprint, print_json
     from steerflow.data import resolve_data_source
-    from steerflow.steer.evaluate import evaluate_steering
+    from steerflow.steer.evaluate import evaluate_steering, load_models
     from steerflow.steer.report import markdown, to_json, write_results
 
     cfg = settings_from_args(args)
     source = resolve_data_source(args.data_dir, require=("wikitext-2", "sst2"))
     log = None if args.quiet else (lambda msg: eprint(f"[eval steering] {msg}"))
     with torch_threads(args.threads):
-        results = evaluate_steering(_load_models(args), source, cfg, log=log)
+        models = load_models(args.checkpoint, args.base, args.ablation, args.baseline)
+        results = evaluate_steering(models, source, cfg, log=log)
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval-steering"
     paths = write_results(results, out)
     if args.json:

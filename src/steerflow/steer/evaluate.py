@@ -65,6 +65,32 @@ def steer_run_info(checkpoint: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("task") == "steer" else {}
 
 
+def load_models(checkpoint: str | Path, base: Optional[str | Path] = None,
+                ablation: Optional[str | Path] = None,
+                baseline: Optional[str | Path] = None) -> Models:
+    """The checkpoints of one evaluation, for evaluation on the CPU. ``base`` defaults to the
+    model the steering run started from (its ``train_config.json``); with none known, the steered
+    model at u = 0 stands in for it."""
+    from steerflow.model.hub import load_model
+
+    steered = load_model(checkpoint)
+    names = {"steered": str(checkpoint)}
+    run_info = steer_run_info(checkpoint)
+    base_path = base or run_info.get("init_from")
+    if base_path and Path(base_path).resolve() != Path(checkpoint).resolve():
+        base_model = load_model(base_path)
+        names["base"] = str(base_path)
+    else:
+        base_model = steered
+        names["base"] = f"{checkpoint} at u=0 (no --base)"
+    models = Models(steered, base_model, names=names, steer_data=run_info.get("steer_data"))
+    for role, path in (("ablation", ablation), ("baseline", baseline)):
+        if path:
+            setattr(models, role, load_model(path))
+            names[role] = str(path)
+    return models
+
+
 # ----------------------------------------------------------------------------- probe
 def probe_section(model, tokenizer, cfg: SteeringEvalConfig, intervention_for=None,
                   values: Optional[Sequence[float]] = None) -> dict[str, Any]:

@@ -197,6 +197,14 @@ class SST2ClassifierJudge(Judge):
             raise DataError(f"corrupt judge file {directory / 'manifest.json'}: {exc!r}") from exc
 
 
+def default_judge_cache() -> Path:
+    """Where ``steerflow eval steering`` keeps the trained judge: ``judges/sst2-tfidf`` in the
+    cache folder (``$STEERFLOW_CACHE``, else ``~/.cache/steerflow``)."""
+    from steerflow.data.cache import default_cache_dir
+
+    return default_cache_dir() / "judges" / "sst2-tfidf"
+
+
 def load_or_train(
     cache_dir: str | os.PathLike[str],
     train_pairs_fn: Callable[[], Sequence[Pair]],
