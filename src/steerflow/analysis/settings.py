@@ -6,13 +6,21 @@ these dataclasses when it builds its parsers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from steerflow.config import ADAPTIVE_METHODS, SolverSpec
 from steerflow.errors import InputError
 from steerflow.experiments.paper import INVARIANCE_THRESHOLD
+
+def field_defaults(settings_cls) -> dict[str, Any]:
+    """``{name: default}`` for every field of the dataclass ``settings_cls`` with a plain default:
+    the command line takes its flag defaults from here (``parser.set_defaults(**...)``)."""
+    return {f.name: f.default for f in dataclasses.fields(settings_cls)
+            if f.default is not dataclasses.MISSING}
+
 
 # --------------------------------------------------------------------------- solver invariance
 #: the float32 reference, in the command line's compact form: dopri5 near float32's resolution

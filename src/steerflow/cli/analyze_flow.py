@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.analysis.settings import FlowConfig
+from steerflow.analysis.settings import FlowConfig, field_defaults
 from steerflow.cli.common import add_common_flags, add_data_flags
 from steerflow.errors import InputError
 
@@ -27,61 +27,54 @@ def _methods(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+HELP = ("convergence order, log-norms, perturbation growth, layer statistics, depth refinement "
+        "and the contractive field (paper 2)")
+DESCRIPTION = ("Analyse a trained hybrid as a dynamical system on real validation text: convergence "
+               "order of euler/midpoint/rk4 against a float64 dopri8 reference, the log-norm μ of "
+               "the vector field (Lanczos on Jacobian-vector products), perturbation growth against "
+               "exp(∫μ dτ), how ODE-like the discrete layers are, depth refinement of smooth vs "
+               "piecewise-constant continuous transformers, and (with --compare) a "
+               "contractive-field model against the unconstrained one. Writes results.json, "
+               "report.md and PNG figures into --out.")
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "flow", help="convergence order, log-norms, perturbation growth, layer statistics, "
-                     "depth refinement and the contractive field (paper 2)",
-        description="Analyse a trained hybrid as a dynamical system on real validation text: "
-                    "convergence order of euler/midpoint/rk4 against a float64 dopri8 reference, "
-                    "the log-norm μ of the vector field (Lanczos on Jacobian-vector products), "
-                    "perturbation growth against exp(∫μ dτ), how ODE-like the discrete layers are, "
-                    "depth refinement of smooth vs piecewise-constant continuous transformers, and "
-                    "(with --compare) a contractive-field model against the unconstrained one. "
-                    "Writes results.json, report.md and PNG figures into --out.")
+    p = sub.add_parser("flow", help=HELP, description=DESCRIPTION)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (with its tokenizer)")
     p.add_argument("--baseline", help="a discrete baseline checkpoint for the layer statistics")
     p.add_argument("--compare", help="a second hybrid checkpoint; one of the two with "
                                      "field=contractive gives the contractive comparison")
     add_data_flags(p)
-    p.add_argument("--controls", type=_floats, default=FlowConfig.controls,
+    p.add_argument("--controls", type=_floats,
                    help="values of u, comma-separated; write --controls=-1,1 when the first "
                         "is negative (default: -1,0,1)")
-    p.add_argument("--methods", type=_methods, default=FlowConfig.methods,
+    p.add_argument("--methods", type=_methods,
                    help="fixed-step methods (default: euler,midpoint,rk4)")
-    p.add_argument("--steps", type=_ints, default=FlowConfig.steps,
+    p.add_argument("--steps", type=_ints,
                    help="step counts of the convergence study (default: 1,2,4,...,64)")
-    p.add_argument("--ref-rtol", type=float, default=FlowConfig.ref_rtol,
-                   help="dopri8 reference rtol (1e-12)")
-    p.add_argument("--batch-size", type=int, default=FlowConfig.batch_size,
-                   help="validation sequences analysed (4)")
-    p.add_argument("--lanczos-iters", type=int, default=FlowConfig.lanczos_iters,
-                   help="Krylov dimension of μ estimates")
-    p.add_argument("--grid-points", type=int, default=FlowConfig.grid_points,
-                   help="τ points of the μ/perturbation grid")
-    p.add_argument("--traj-steps", type=int, default=FlowConfig.traj_steps,
-                   help="rk4 steps of the trajectories")
-    p.add_argument("--eps", type=float, default=FlowConfig.eps,
-                   help="relative perturbation size (1e-6)")
-    p.add_argument("--tolerance", type=float, default=FlowConfig.tolerance,
+    p.add_argument("--ref-rtol", type=float, help="dopri8 reference rtol (1e-12)")
+    p.add_argument("--batch-size", type=int, help="validation sequences analysed (4)")
+    p.add_argument("--lanczos-iters", type=int, help="Krylov dimension of μ estimates")
+    p.add_argument("--grid-points", type=int, help="τ points of the μ/perturbation grid")
+    p.add_argument("--traj-steps", type=int, help="rk4 steps of the trajectories")
+    p.add_argument("--eps", type=float, help="relative perturbation size (1e-6)")
+    p.add_argument("--tolerance", type=float,
                    help="relative slack before a bound violation is counted (1e-2)")
-    p.add_argument("--loss-batches", type=int, default=FlowConfig.loss_batches,
-                   help="validation batches for losses")
+    p.add_argument("--loss-batches", type=int, help="validation batches for losses")
     p.add_argument("--no-refinement", dest="refinement", action="store_false",
                    help="skip the depth-refinement study (it trains two small models)")
-    p.add_argument("--refinement-iters", type=int, default=FlowConfig.refinement_iters,
+    p.add_argument("--refinement-iters", type=int,
                    help="training iterations of each depth-refinement model (300)")
     p.add_argument("--refinement-train-steps", type=int,
-                   default=FlowConfig.refinement_train_steps,
                    help="Euler steps N₀ the depth models are trained with (8)")
-    p.add_argument("--refinement-basis", type=int, default=FlowConfig.refinement_basis,
+    p.add_argument("--refinement-basis", type=int,
                    help="Legendre polynomials of the smooth depth model (3, < N₀)")
-    p.add_argument("--refinement-width", type=int, default=FlowConfig.refinement_width,
-                   help="width of the depth-refinement models (64)")
-    p.add_argument("--seed", type=int, default=FlowConfig.seed, help="seed (0)")
-    add_common_flags(p, out="output folder", out_default="flow_analysis",
-                     device=FlowConfig.device, threads=False,
+    p.add_argument("--refinement-width", type=int, help="width of the depth-refinement models (64)")
+    p.add_argument("--seed", type=int, help="seed (0)")
+    add_common_flags(p, out="output folder", out_default="flow_analysis", threads=False,
                      json="print results.json's content on stdout")
-    p.set_defaults(func=run)
+    # every default above comes from FlowConfig
+    p.set_defaults(func=run, **field_defaults(FlowConfig))
 
 
 def run(args: argparse.Namespace) -> int:

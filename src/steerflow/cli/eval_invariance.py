@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.analysis.settings import REFERENCE_FLAG, InvarianceSettings
+from steerflow.analysis.settings import REFERENCE_FLAG, InvarianceSettings, field_defaults
 from steerflow.cli.common import add_common_flags, add_data_flags, positive_float, positive_int
+
+HELP = "solver invariance test: training solver vs dopri5 vs a float64 reference"
+DESCRIPTION = ("Integrate the ODE block on real validation text with the checkpoint's training "
+               "solver, with dopri5 at a tight tolerance and with a float64 reference, for each "
+               "control u; report the paper's relative divergence, the displacement divergence, "
+               "KL / top-1 agreement / loss difference at the output, tolerance and step sweeps, "
+               "and a verdict per metric against 1%.")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "invariance",
-        help="solver invariance test: training solver vs dopri5 vs a float64 reference",
-        description="Integrate the ODE block on real validation text with the checkpoint's "
-                    "training solver, with dopri5 at a tight tolerance and with a float64 "
-                    "reference, for each control u; report the paper's relative divergence, the "
-                    "displacement divergence, KL / top-1 agreement / loss difference at the output, "
-                    "tolerance and step sweeps, and a verdict per metric against 1%.")
+    p = sub.add_parser("invariance", help=HELP, description=DESCRIPTION)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (config.json + model.safetensors)")
     add_data_flags(p)
     p.add_argument("--split", choices=["valid", "test"], default="valid",
@@ -25,25 +25,23 @@ def add_parser(sub) -> None:
                    help="number of validation batches (default: 4)")
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="windows per batch (default: 8)")
-    p.add_argument("--controls", type=float, nargs="+", default=list(InvarianceSettings.controls),
-                   metavar="U", help="control values u (default: -1 0 1)")
-    p.add_argument("--axis", type=int, default=InvarianceSettings.axis,
-                   help="control axis u is placed on (default: 0)")
-    p.add_argument("--solver", default=None,
+    # the defaults of the settings' flags come from InvarianceSettings (set_defaults below)
+    p.add_argument("--controls", type=float, nargs="+", metavar="U",
+                   help="control values u (default: -1 0 1)")
+    p.add_argument("--axis", type=int, help="control axis u is placed on (default: 0)")
+    p.add_argument("--solver",
                    help="solver under test, e.g. euler:4 (default: the checkpoint's training solver)")
-    p.add_argument("--reference", default=REFERENCE_FLAG,
-                   help="float32 reference solver, rtol after the colon, atol = rtol/10 "
-                        f"(default: {REFERENCE_FLAG})")
-    p.add_argument("--tolerances", type=positive_float, nargs="+",
-                   default=list(InvarianceSettings.tolerances), metavar="RTOL",
+    p.add_argument("--reference", help="float32 reference solver, rtol after the colon, atol = "
+                                       f"rtol/10 (default: {REFERENCE_FLAG})")
+    p.add_argument("--tolerances", type=positive_float, nargs="+", metavar="RTOL",
                    help="dopri5 tolerance sweep (default: 1e-3 … 1e-8)")
-    p.add_argument("--steps", type=positive_int, nargs="+", default=list(InvarianceSettings.steps),
-                   metavar="N", help="step-count sweep of the training method (default: 1 … 32)")
-    p.add_argument("--threshold", type=positive_float, default=InvarianceSettings.threshold,
+    p.add_argument("--steps", type=positive_int, nargs="+", metavar="N",
+                   help="step-count sweep of the training method (default: 1 … 32)")
+    p.add_argument("--threshold", type=positive_float,
                    help="pass mark of every metric (default: 0.01 = 1%%)")
     add_common_flags(p, out="folder for results.json, table.md and invariance_sweeps.png",
                      json="print one JSON object instead of tables")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, **{**field_defaults(InvarianceSettings), "reference": REFERENCE_FLAG})
 
 
 def run(args: argparse.Namespace) -> int:

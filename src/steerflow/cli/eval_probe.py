@@ -4,54 +4,51 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.analysis.settings import ProbeSettings
+from steerflow.analysis.settings import ProbeSettings, field_defaults
 from steerflow.cli.common import add_common_flags, add_data_flags, positive_float, positive_int
 
 
+HELP = "solver probing: NFE against u and tolerance, linear probes over depth τ"
+DESCRIPTION = ("Measure what adaptive solvers see in the learned field: dopri5 and adaptive_heun NFE "
+               "against the control u (per batch and per example), dopri5 NFE against tolerance, "
+               "and logistic-regression probes of SST-2 sentiment on hidden states at depths τ of "
+               "the ODE block. Writes results.json, table.md, fig3.png, fig4.png and "
+               "probe_accuracy.png to --out, with the paper's numbers beside ours.")
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "probe",
-        help="solver probing: NFE against u and tolerance, linear probes over depth τ",
-        description="Measure what adaptive solvers see in the learned field: dopri5 and "
-                    "adaptive_heun NFE against the control u (per batch and per example), dopri5 "
-                    "NFE against tolerance, and logistic-regression probes of SST-2 sentiment on "
-                    "hidden states at depths τ of the ODE block. Writes results.json, table.md, "
-                    "fig3.png, fig4.png and probe_accuracy.png to --out, with the paper's numbers "
-                    "beside ours.")
+    p = sub.add_parser("probe", help=HELP, description=DESCRIPTION)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (config.json + model.safetensors)")
     add_data_flags(p)
     p.add_argument("--batches", type=positive_int, default=2,
                    help="validation batches for NFE counting (default: 2)")
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="windows per batch (default: 8)")
-    p.add_argument("--examples", type=positive_int, default=ProbeSettings.max_examples,
+    # the defaults of the settings' flags come from ProbeSettings (set_defaults below)
+    p.add_argument("--examples", type=positive_int,
                    help="windows solved one by one for per-example NFE (default: 16)")
-    p.add_argument("--us", type=float, nargs="+", metavar="U", default=list(ProbeSettings.us),
+    p.add_argument("--us", type=float, nargs="+", metavar="U",
                    help="controls for NFE against u (default: -2 … 2 in steps of 0.5)")
-    p.add_argument("--methods", nargs="+", default=list(ProbeSettings.methods),
+    p.add_argument("--methods", nargs="+",
                    help="adaptive solvers for NFE against u (default: dopri5 adaptive_heun)")
-    p.add_argument("--rtol", type=positive_float, default=ProbeSettings.rtol,
-                   help="rtol for NFE against u (default: 1e-3)")
-    p.add_argument("--atol", type=positive_float, default=ProbeSettings.atol,
-                   help="atol for NFE against u (default: 1e-4)")
+    p.add_argument("--rtol", type=positive_float, help="rtol for NFE against u (default: 1e-3)")
+    p.add_argument("--atol", type=positive_float, help="atol for NFE against u (default: 1e-4)")
     p.add_argument("--tolerances", type=positive_float, nargs="+", metavar="RTOL",
-                   default=list(ProbeSettings.tolerances),
                    help="dopri5 rtol sweep, atol = rtol/10 (default: 1e-3 … 1e-7)")
     p.add_argument("--tolerance-us", type=float, nargs="+", metavar="U",
-                   default=list(ProbeSettings.tolerance_us),
                    help="controls for the tolerance sweep (default: -1 0 1)")
-    p.add_argument("--taus", type=float, nargs="+", metavar="TAU", default=list(ProbeSettings.taus),
+    p.add_argument("--taus", type=float, nargs="+", metavar="TAU",
                    help="depths for the linear probes, from 0 to 1 (default: 0 … 1 incl. 0.5, 0.67)")
-    p.add_argument("--probe-limit", type=positive_int, default=ProbeSettings.probe_limit,
+    p.add_argument("--probe-limit", type=positive_int,
                    help="use only the first N SST-2 dev sentences (default: all 872)")
-    p.add_argument("--folds", type=positive_int, default=ProbeSettings.folds,
+    p.add_argument("--folds", type=positive_int,
                    help="cross-validation folds of the probes (default: 5)")
     p.add_argument("--no-probes", action="store_true", help="skip the linear probes")
-    p.add_argument("--axis", type=int, default=ProbeSettings.axis,
-                   help="control axis u is placed on (default: 0)")
+    p.add_argument("--axis", type=int, help="control axis u is placed on (default: 0)")
     add_common_flags(p, out="folder for results.json, table.md and figures",
                      json="print one JSON object instead of tables")
-    p.set_defaults(func=run)
+    defaults = field_defaults(ProbeSettings)
+    p.set_defaults(func=run, examples=defaults.pop("max_examples"), **defaults)
 
 
 def run(args: argparse.Namespace) -> int:
