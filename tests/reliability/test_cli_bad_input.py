@@ -109,6 +109,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("experiment gradient-stability/unknown-preset", ["experiment", "gradient-stability", "--config", "huge", "--out", "{root}/e", *DATA, *Q], 2, "neither a preset"),
     ("experiment gradient-stability/impossible-config", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/e", *DATA, "--set", "n_head=3", *Q], 2, "must divide"),
     ("experiment gradient-stability/out-is-a-file", ["experiment", "gradient-stability", "--config", "tiny", "--out", "{root}/a_file", *DATA, *Q], 2, "is a file, not a folder"),
+    ("experiment additive-ablation/missing-checkpoint", ["experiment", "additive-ablation", "{missing}", "{root}/ab"], 2, "no such checkpoint"),
+    ("experiment additive-ablation/not-a-checkpoint", ["experiment", "additive-ablation", "{not_checkpoint}", "{root}/ab"], 2, "config.json: missing"),
+    ("experiment additive-ablation/truncated-weights", ["experiment", "additive-ablation", "{truncated}", "{root}/ab"], 2, "truncated"),
+    ("experiment additive-ablation/discrete-checkpoint", ["experiment", "additive-ablation", "{discrete}", "{root}/ab"], 2, "concat"),
+    ("experiment additive-ablation/no-tokenizer", ["experiment", "additive-ablation", "{no_tokenizer}", "{root}/ab"], 2, "no tokenizer.json"),
+    ("experiment additive-ablation/out-is-a-file", ["experiment", "additive-ablation", "{hybrid}", "{root}/a_file"], 2, "is a file, not a folder"),
     ("experiment/unknown-member", ["experiment", "grokking"], 2, "invalid choice"),
     # ---------------------------------------------------------------- eval steering
     ("eval steering/missing-checkpoint", ["eval", "steering", "{missing}", *SDATA, *Q], 2, "no such checkpoint"),
