@@ -136,8 +136,9 @@ def json_safe(obj: Any) -> Any:
 
 
 def to_json(obj: Any, indent: int = 2) -> str:
-    """``obj`` as a JSON document (see :func:`json_safe`), ending in a newline."""
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False) + "\n"
+    """``obj`` as a JSON document (see :func:`json_safe`), ending in a newline. Objects JSON has
+    no form for (a solver spec, a dataclass) are written as their ``str``."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False, default=str) + "\n"
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -9,7 +9,9 @@ import math
 import pytest
 import torch
 
-from steerflow.bench.suite import HEADLINE_KEYS, BenchOptions, Contenders, bench_solver, build_models
+from steerflow.bench.benchmarks import Contenders, bench_solver, build_models
+from steerflow.bench.options import BenchOptions
+from steerflow.bench.suite import HEADLINE_KEYS
 from steerflow.cli.main import main
 from steerflow.config import ModelConfig, SolverSpec
 from steerflow.errors import ConfigError

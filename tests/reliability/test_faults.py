@@ -69,7 +69,7 @@ def _assert_loadable(run: Path, step: int) -> None:
     """The newest complete checkpoint is ``step`` and it loads (weights, optimizer state, RNG)."""
     from steerflow.data import Tokenizer
     from steerflow.train import TrainConfig
-    from steerflow.train.loop import param_groups
+    from steerflow.train.optim import param_groups
 
     refs = ckpt.list_checkpoints(run)
     assert refs and refs[-1].step == step, refs

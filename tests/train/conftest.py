@@ -8,7 +8,6 @@ in subprocesses do exactly the same arithmetic (bit-for-bit comparisons need tha
 from __future__ import annotations
 
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -16,15 +15,9 @@ import pytest
 
 from steerflow.train import TrainConfig
 
-WORDS = ("the a movie film was is good bad great awful plot actor scene story cat dog sat ran on "
-         "in of and it 's not very quite funny boring long short music score , . 1990 @-@").split()
 TOKENIZER = "bpe:300"
-
-
-def _lines(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    return "".join(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) + " \n"
-                   for _ in range(n))
+#: the generated WikiText-2 splits: (split, lines, seed); train is ~30k characters
+WIKITEXT = (("train", 700, 0), ("valid", 60, 1), ("test", 60, 2))
 
 
 @pytest.fixture(autouse=True)
@@ -40,13 +33,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """A data folder with generated WikiText-2 splits (train ~30k characters)."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "wikitext-2").mkdir()
-    for split, n, seed in (("train", 700, 0), ("valid", 60, 1), ("test", 60, 2)):
-        (root / "wikitext-2" / f"{split}.txt").write_text(_lines(n, seed), encoding="utf-8")
-    return root
+def data_dir(tmp_path_factory, make_fake_data) -> Path:
+    """A data folder with generated WikiText-2 splits (:data:`WIKITEXT`)."""
+    return make_fake_data(tmp_path_factory.mktemp("data"), wikitext=WIKITEXT)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from steerflow.config import ModelConfig
 from steerflow.errors import CheckpointError
 from steerflow.model.gpt import SteerFlowGPT
 from steerflow.train import checkpoint as ckpt
-from steerflow.train.loop import WarmupCosine, param_groups
+from steerflow.train.optim import WarmupCosine, param_groups
 
 
 def make_state(seed: int = 0):

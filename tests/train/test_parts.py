@@ -11,7 +11,7 @@ from steerflow.data import prepare_lm_data, resolve_data_source
 from steerflow.errors import ConfigError
 from steerflow.model.gpt import SteerFlowGPT
 from steerflow.train import BatchSource, LMBatchSource, TrainConfig
-from steerflow.train.loop import WarmupCosine, param_groups
+from steerflow.train.optim import WarmupCosine, param_groups
 from steerflow.train.tasks import load_tokenizer
 
 

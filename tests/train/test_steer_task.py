@@ -123,12 +123,13 @@ def test_anchor_adds_lambda_times_the_u0_lm_loss_of_a_wikitext_batch(make_cfg):
 
     from steerflow.train.distributed import init_distributed
     from steerflow.train.loop import Trainer
+    from steerflow.train.setup import build_run
 
     lm = make_cfg("lm6", steps=2)
     train(lm)
     cfg = make_cfg("anchor", task="steer", init_from=lm.out, steer_data="cloze", tokenizer=None,
                    steps=2, batch_size=4, grad_accum=2, steer_anchor=0.5, block_size=16)
-    trainer = Trainer(cfg, init_distributed("cpu"))
+    trainer = Trainer(build_run(cfg, init_distributed("cpu")))
     trainer.raw.eval()  # no dropout: the two computations must see the same function
     trainer._backward_batch(0)
     params = [p for p in trainer.raw.parameters() if p.requires_grad]

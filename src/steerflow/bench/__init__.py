@@ -1,6 +1,8 @@
 """Benchmarks of the hybrid against the discrete baseline (``steerflow bench``).
 
-* :mod:`~steerflow.bench.suite` — the benchmarks and :func:`run_bench`;
+* :mod:`~steerflow.bench.suite` — :func:`run_bench` / :func:`write_bench`, the whole run;
+* :mod:`~steerflow.bench.options` — :class:`BenchOptions`, what to run at which shapes;
+* :mod:`~steerflow.bench.benchmarks` — one function per benchmark;
 * :mod:`~steerflow.bench.flops` — analytic FLOPs per token (forward, backprop, adjoint);
 * :mod:`~steerflow.bench.memory` — peak tensor memory of one training step;
 * :mod:`~steerflow.bench.timing` — alternating, warmed-up, repeated timings with medians and IQRs;
@@ -8,6 +10,8 @@
 """
 
 from steerflow.bench.flops import FlopCount, flop_ratio, flops_per_token
-from steerflow.bench.suite import BENCHMARKS, BenchOptions, run_bench
+from steerflow.bench.options import BENCHMARKS, BenchOptions
+from steerflow.bench.suite import run_bench, write_bench
 
-__all__ = ["BENCHMARKS", "BenchOptions", "FlopCount", "flop_ratio", "flops_per_token", "run_bench"]
+__all__ = ["BENCHMARKS", "BenchOptions", "FlopCount", "flop_ratio", "flops_per_token", "run_bench",
+           "write_bench"]

@@ -1,29 +1,11 @@
-"""Tables for people (Markdown) and JSON for machines, from a :func:`run_bench` result."""
+"""Tables for people (Markdown) from a :func:`~steerflow.bench.suite.run_bench` result (machines
+get the same result as JSON: :func:`~steerflow.bench.suite.write_bench`)."""
 
 from __future__ import annotations
 
-import json
-import math
-from typing import Any
-
-from steerflow.io import describe_machine as describe
 from steerflow.bench.profile import side_by_side
+from steerflow.io import describe_machine as describe
 from steerflow.io import format_table
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def to_json(result: dict) -> str:
-    return json.dumps(_clean(result), indent=2) + "\n"
 
 
 def _ms(d: dict) -> str:

@@ -10,7 +10,7 @@ from steerflow.errors import InputError
 
 
 def _benchmark_list(text: str) -> tuple[str, ...]:
-    from steerflow.bench.suite import BENCHMARKS
+    from steerflow.bench.options import BENCHMARKS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from steerflow.bench.suite import BENCHMARKS, BenchOptions
+    from steerflow.bench.options import BENCHMARKS, BenchOptions
 
     overrides = {"batch_size": args.batch_size, "seq_len": args.seq_len, "device": args.device,
                  "clock": args.clock, "only": args.only or BENCHMARKS, "profile": args.profile,
@@ -86,17 +86,16 @@ def _options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.bench.report import format_report, to_json
-    from steerflow.bench.suite import run_bench
-    from steerflow.cli.common import eprint
-    from steerflow.io import atomic_write_text
+    from steerflow.bench.report import format_report
+    from steerflow.bench.suite import run_bench, write_bench
+    from steerflow.cli.common import eprint, print_json
 
     opts = _options(args)
     result = run_bench(opts, progress=lambda name: eprint(f"steerflow bench: {name} ..."))
     if args.out:
-        atomic_write_text(args.out, to_json(result))
+        write_bench(result, args.out)
     if args.json:
-        print(to_json(result), end="")
+        print_json(result)
     else:
         print(format_report(result))
     return 0

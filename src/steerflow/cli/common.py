@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.errors import InputError
-from steerflow.io import format_table, json_safe, to_json  # noqa: F401  (re-exported for subcommands)
-from steerflow.model.hub import load_model  # noqa: F401  (re-exported for subcommands)
+from steerflow.io import to_json
 
 
 def print_json(obj: Any) -> None:

@@ -47,12 +47,14 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from steerflow.cli.common import print_json
     from steerflow.cli.train import config_from_args
-    from steerflow.train.experiment import run_gradient_stability
+    from steerflow.experiments.gradient_stability import (run_gradient_stability,
+                                                          write_gradient_stability)
 
     command = command_line(args)
     out = Path(args.out)
     args.out = str(out / "hybrid")  # TrainConfig needs a run folder; the experiment sets one per model
     results = run_gradient_stability(config_from_args(args), out, command=command)
+    write_gradient_stability(results, out)
     if args.json:
         print_json(results)
     else:

@@ -70,7 +70,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from steerflow.cli.common import load_model
+    from steerflow.model.hub import load_model
     from steerflow.errors import CheckpointError
 
     model = load_model(args.checkpoint)

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from steerflow.cli.common import format_table, print_json
+    from steerflow.cli.common import print_json
+    from steerflow.io import format_table
     from steerflow.config import ModelConfig
     from steerflow.model.gpt import SteerFlowGPT
     from steerflow.model.hub import read_config

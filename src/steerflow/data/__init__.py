@@ -7,8 +7,9 @@ Hub source is actually used.
 from steerflow.data.batches import eval_batches, lm_batch, num_eval_windows
 from steerflow.data.source import LAYOUT, DataSource, resolve_data_source
 from steerflow.data.sst2 import load_sst2
+from steerflow.data.texts import load_lm_texts
 from steerflow.data.tokenizer import Tokenizer, build_tokenizer, train_bpe
-from steerflow.data.wikitext import PreparedLM, load_lm_texts, prepare_lm_data
+from steerflow.data.wikitext import PreparedLM, prepare_lm_data
 
 __all__ = [
     "LAYOUT",

@@ -23,8 +23,7 @@ from tqdm.auto import tqdm
 
 from steerflow.data.source import DataSource
 from steerflow.data.tokenizer import Tokenizer
-from steerflow.errors import DataError
-from steerflow.data.texts import SPLITS, load_lm_texts  # noqa: F401  (load_lm_texts re-exported)
+from steerflow.data.texts import SPLITS, load_lm_texts
 from steerflow.io import atomic_write, atomic_write_text, sha256_file, sha256_text
 
 logger = logging.getLogger(__name__)

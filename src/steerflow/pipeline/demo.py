@@ -10,13 +10,13 @@ training stages resume from their own checkpoints when interrupted mid-run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.errors import ConfigError
+from steerflow.pipeline.paths import PATHS
 from steerflow.pipeline.stages import Stage, StageContext, StageRunner
 
 #: the u values the report shows sample generations for
@@ -98,31 +98,6 @@ SCALES: dict[str, RunSettings] = {
 
 
 @dataclass(frozen=True)
-class RunPaths:
-    """Where each stage writes, relative to the run folder."""
-
-    lm: str = "lm"
-    steered: str = "steered"
-    steering: str = "steering"
-    invariance: str = "invariance"
-    probe: str = "probe"
-    flow: str = "flow"
-    bench: str = "bench"
-    contractive: str = "lm/contractive"
-
-    @property
-    def baseline(self) -> str:
-        return f"{self.lm}/baseline"
-
-    @property
-    def hybrid(self) -> str:
-        return f"{self.lm}/hybrid"
-
-
-PATHS = RunPaths()
-
-
-@dataclass(frozen=True)
 class Environment:
     """Where data comes from and where the run happens (not part of the stage fingerprint)."""
 
@@ -149,12 +124,14 @@ def _train_config(s: RunSettings, env: Environment, **kw):
 
 def stage_lm(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.train.experiment import run_gradient_stability
+        from steerflow.experiments.gradient_stability import (run_gradient_stability,
+                                                              write_gradient_stability)
 
         base = _train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
                              batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches)
         results = run_gradient_stability(base, ctx.out_dir / PATHS.lm,
                                          command="steerflow demo (stage lm)")
+        write_gradient_stability(results, ctx.out_dir / PATHS.lm)
         return {"source": _source(env).describe(), "tokenizer": results["tokenizer"],
                 "steps": results["steps"], "baseline": results["baseline"],
                 "hybrid": results["hybrid"], "comparison": results["comparison"],
@@ -314,16 +291,15 @@ def _device(env: Environment) -> str:
 
 def stage_bench(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.bench.suite import BenchOptions, run_bench
-        from steerflow.io import atomic_write_text
+        from steerflow.bench.options import BenchOptions
+        from steerflow.bench.suite import run_bench, write_bench
 
         device = _device(env)
         opts = (BenchOptions.quick_options(device=device) if s.bench_quick
                 else BenchOptions(config=s.config, device=device))
         result = run_bench(opts)
-        out = ctx.out_dir / PATHS.bench
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+        (ctx.out_dir / PATHS.bench).mkdir(parents=True, exist_ok=True)
+        write_bench(result, ctx.out_dir / PATHS.bench / "results.json")
         return result
     return run
 

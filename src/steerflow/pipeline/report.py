@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from steerflow.experiments.paper import HEADLINE as PAPER
-from steerflow.io import atomic_write_text, format_table, json_safe
+from steerflow.io import atomic_write_text, format_table, json_safe, machine_info, write_json
+from steerflow.pipeline.paths import PATHS
 
 
 
@@ -25,14 +25,11 @@ def _get(d: Any, *keys: str, default: Any = None) -> Any:
 def build_report(out: Path, settings, results: dict[str, dict], elapsed: float,
                  source: str, reused: Sequence[str] = ()) -> dict[str, Any]:
     """The ``report.json`` dict from the stages' results."""
-    from steerflow.pipeline.demo import PATHS
-    from steerflow.train.experiment import machine_description
-
     lm = results.get("lm", {})
     steering = results.get("steering", {})
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_description(),
+        "machine": machine_info(),
         "data_source": source,
         "settings": dataclasses.asdict(settings),
         "elapsed_s": elapsed,
@@ -66,7 +63,7 @@ def write_report(out: Path, settings, results: dict[str, dict], elapsed: float,
                  reused: Sequence[str] = (), source: str = "") -> dict[str, Any]:
     """Write ``report.json`` and ``report.md`` into ``out``; return the report dict."""
     report = build_report(out, settings, results, elapsed, source, reused)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", markdown(report))
     return report
 

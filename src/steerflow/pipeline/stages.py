@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from steerflow.io import atomic_write_text
+from steerflow.io import write_json
 
 
 @dataclass
@@ -122,7 +122,7 @@ class StageRunner:
             record = {"status": "done", "fingerprint": self.fingerprints[stage.name],
                       "elapsed_s": elapsed,
                       "result": result}
-            atomic_write_text(self.record_path(stage), json.dumps(record, indent=2, default=str))
+            write_json(self.record_path(stage), record)
             self.context.results[stage.name] = result
             self.ran.append(stage.name)
             self.elapsed[stage.name] = elapsed

@@ -9,8 +9,9 @@ A checkpoint folder holds
 
 It is written into a hidden temporary folder and renamed into place, so a folder named
 ``step_*`` is always complete: a crash or ``kill -9`` mid-write leaves the previous checkpoint as
-the newest valid one. Only the last ``keep`` checkpoints are kept. Weights or optimizer state
-with NaN/inf are never written.
+the newest valid one. Every file is written through :mod:`steerflow.io`, so a failed write (a
+full disk) is a :class:`~steerflow.errors.CheckpointError` naming the file and the cause. Only
+the last ``keep`` checkpoints are kept. Weights or optimizer state with NaN/inf are never written.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from steerflow.errors import CheckpointError
+from steerflow.io import atomic_torch_save, atomic_write_bytes, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +124,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
             shutil.rmtree(tmp)
         tmp.mkdir()
         _write_model(tmp / MODEL_FILE, model)
-        torch.save({"optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": rng_state()}, tmp / STATE_FILE)
-        record = {"format_version": FORMAT_VERSION, "step": step, **trainer}
-        (tmp / TRAINER_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        for name in (MODEL_FILE, STATE_FILE, TRAINER_FILE):
-            _fsync(tmp / name)
+        atomic_torch_save(tmp / STATE_FILE,
+                          {"optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                           "rng": rng_state()})
+        write_json(tmp / TRAINER_FILE, {"format_version": FORMAT_VERSION, "step": step, **trainer})
         _commit(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -141,9 +141,26 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
 
 
 def _write_model(path: Path, model: nn.Module) -> None:
-    from safetensors.torch import save_model
+    """``model``'s weights as safetensors, serialised in memory and written atomically (so a full
+    disk is an OSError with its cause, not the serialiser's own I/O error).
 
-    save_model(model, str(path))
+    Tied weights are stored once, under the first of their names in sorted order, with the others
+    recorded in the metadata as aliases (what ``safetensors.torch.save_model`` writes).
+    """
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in sorted(model.state_dict().items()):
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+               tensor.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = tensor.contiguous()
+    atomic_write_bytes(path, save(tensors, metadata=aliases or None))
 
 
 def _commit(tmp: Path, final: Path) -> None:

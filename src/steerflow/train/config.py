@@ -94,7 +94,7 @@ class TrainConfig:
             0.543 / 0.431 with α = 0.1, 0.816 / 0.093 with α = 1.
         steer_discriminative: with ``task="steer"``, the weight w of GeDi's discriminative term:
             the loss is ``(1 − w)·LM + w·(−log P(u | x))`` with ``P(u | x)`` from the model's own
-            likelihoods at u and −u (:mod:`steerflow.steer.objective`); 0 (default) is the
+            likelihoods at u and −u (:mod:`steerflow.train.objectives`); 0 (default) is the
             paper's LM loss. Doubles the cost of a step (u and −u in one batch).
         steer_anchor: with ``task="steer"``, the weight λ of an anchor term: each step also
             trains on a WikiText-2 batch of the same size at u = 0 and adds λ × its mean LM loss,

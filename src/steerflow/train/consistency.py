@@ -14,8 +14,8 @@ good while the ODE it defines is not: the solver invariance test
   displacement. Both solves are differentiated by backpropagation through their
   steps ("discretise, then optimise"), never by the adjoint (see :func:`consistency_penalty`).
 
-The training loop captures H(0) and u of its forward pass with :class:`ODECapture` and adds
-:func:`consistency_penalty`; no second pass through the discrete blocks is needed.
+The training step captures H(0) and u of its forward pass with :class:`ODECapture` and adds
+:func:`consistency_penalty` (:class:`steerflow.train.objectives.Consistency`); no second pass through the discrete blocks is needed.
 """
 
 from __future__ import annotations
@@ -125,29 +125,3 @@ def training_solver(model, cfg, step: int) -> Optional[SolverSpec]:
     if not choices or getattr(model, "ode", None) is None:
         return None
     return random_solver(model.config.train_solver, step, cfg.seed, choices)
-
-
-def capture_for(model, cfg):
-    """An :class:`ODECapture` of ``model.ode`` when the consistency penalty is on, else a no-op
-    context (which yields None)."""
-    from contextlib import nullcontext
-
-    if getattr(cfg, "ode_consistency", 0.0) > 0 and getattr(model, "ode", None) is not None:
-        return ODECapture(model.ode)
-    return nullcontext()
-
-
-def penalty_term(model, cfg, capture: Optional[ODECapture], share: float,
-                 solver: Optional[SolverSpec] = None) -> torch.Tensor | float:
-    """``λ · share · penalty`` for this micro-batch, or 0 when the penalty is off.
-
-    ``share`` is the micro-batch's fraction of the global batch times the world size, so that the
-    summed (and DDP-averaged) gradients are those of ``λ`` × the mean penalty over micro-batches.
-    """
-    if capture is None or not capture.captured:
-        return 0.0
-    coarse = solver or model.config.train_solver
-    # H(0) is detached: the penalty regularises the field on the states it sees, not the layers below
-    penalty = consistency_penalty(model.ode, capture.h0.detach(), capture.u, coarse,
-                                  fine_solver(coarse))
-    return cfg.ode_consistency * share * penalty

@@ -3,11 +3,13 @@
 Every line of ``metrics.jsonl`` is one JSON object with a ``type`` (``train``, ``eval`` or
 ``final``) and the ``step`` it belongs to (the number of optimizer steps completed). On
 ``--resume`` the file is cut back to the checkpoint's step, so a resumed run's log equals an
-uninterrupted one.
+uninterrupted one. A value JSON cannot hold (a NaN loss, an infinite gradient norm) is written as
+``null`` (:func:`steerflow.io.json_safe`) and reads back as None.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -19,24 +21,16 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import nn
 
+from steerflow.errors import CheckpointError
+from steerflow.io import json_safe
 from steerflow.train.config import EXPLODE_MIN_HISTORY
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def _jsonable(value: Any) -> Any:
-    """Floats that JSON cannot hold (NaN, ±inf) become strings, so each line stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 class MetricsWriter:
-    """Appends one JSON object per line to ``metrics.jsonl`` and flushes it at once.
+    """Appends one JSON object per line to ``metrics.jsonl`` and flushes it at once (NaN and
+    ±inf as ``null``).
 
     A disabled writer (ranks other than 0) accepts records and writes nothing.
     """
@@ -46,25 +40,40 @@ class MetricsWriter:
         self.enabled = enabled
         self._fh = None
         if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
+            with self._failures():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             return
-        self._fh.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
-        self._fh.flush()
+        with self._failures():
+            self._fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+            self._fh.flush()
+
+    @contextlib.contextmanager
+    def _failures(self):
+        """An OSError (a full disk) becomes a CheckpointError naming the log and the cause."""
+        try:
+            yield
+        except OSError as exc:
+            raise CheckpointError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with self._failures():
+                fh.close()
 
     def __enter__(self) -> "MetricsWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except CheckpointError:
+            if exc_type is None:  # else the error already in flight is the one to report
+                raise
 
 
 def read_metrics(path: Path, kind: Optional[str] = None) -> list[dict[str, Any]]:

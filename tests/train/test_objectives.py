@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from steerflow.steer.objective import discriminative_loss, sequence_log_likelihood, token_nll
+from steerflow.train.objectives import discriminative_loss, sequence_log_likelihood, token_nll
 
 
 def test_sequence_log_likelihood_is_the_mean_over_unmasked_targets():

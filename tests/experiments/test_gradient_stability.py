@@ -1,5 +1,6 @@
-"""``steerflow experiment gradient-stability`` end to end on ``tiny``: all three files, the keys the
-issue asks for, numbers that agree with the runs' own logs."""
+"""``steerflow experiment gradient-stability`` (:mod:`steerflow.experiments.gradient_stability`)
+end to end on ``tiny``: all three files, the keys the issue asks for, numbers that agree with the
+runs' own logs."""
 
 from __future__ import annotations
 

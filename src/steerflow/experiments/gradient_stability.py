@@ -5,6 +5,10 @@ step); only ``model`` differs. From each run's ``metrics.jsonl`` and ``summary.j
 the paper's Table 1 quantities and draw its Fig. 1 (loss, total grad norm, ODE grad norm, α), with
 the paper's numbers beside ours. Each run lives in ``OUT/<model>/``; re-running the experiment
 reuses a finished run and resumes an interrupted one.
+
+:func:`run_gradient_stability` trains and measures; :func:`write_gradient_stability` writes
+``results.json``, ``table.md`` and ``fig1.png``. The command line is
+``steerflow experiment gradient-stability``.
 """
 
 from __future__ import annotations
@@ -13,35 +17,16 @@ import datetime
 import json
 import math
 import os
-import platform
 from pathlib import Path
 from typing import Any, Optional
 
-from steerflow.io import json_safe
 from steerflow.experiments.paper import GRADIENT_STABILITY as PAPER
 from steerflow.experiments.paper import VAL_LOSS_TOLERANCE
+from steerflow.io import atomic_write_text, machine_info, pyplot, save_figure, write_json
 from steerflow.train.config import TrainConfig
 from steerflow.train.metrics import METRICS_FILE, mean_std, read_metrics
 
 MODELS = ("baseline", "hybrid")
-
-
-def machine_description(threads: Optional[int] = None) -> dict[str, Any]:
-    """CPU model, core count, OS, Python and torch versions (and the torch threads a run used)."""
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "os": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": threads or torch.get_num_threads()}
 
 
 def _run_is_done(cfg: TrainConfig) -> bool:
@@ -120,19 +105,23 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
                            command: Optional[str] = None) -> dict[str, Any]:
-    """Train both models as ``base`` says and write ``results.json``, ``table.md``, ``fig1.png``.
+    """Train (or reuse) both models as ``base`` says; return the content of ``results.json``.
 
-    ``base.model`` and ``base.out`` are ignored (the runs go to ``out/baseline`` and
-    ``out/hybrid``). Returns the content of ``results.json``.
+    ``base.model`` and ``base.out`` are ignored: the runs go to ``out/baseline`` and
+    ``out/hybrid``. :func:`write_gradient_stability` writes the files.
     """
-    from steerflow.io import atomic_write_text
+    import torch
+
+    from steerflow.train.distributed import resolve_device
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = train_pair(base, out)
     stats = {k: model_stats(summaries[k], out / k / METRICS_FILE) for k in MODELS}
     saved = TrainConfig.from_json(out / "hybrid" / "train_config.json")
-    results = {
+    machine = {**machine_info(str(resolve_device(base.device))),
+               "torch_threads": base.threads or torch.get_num_threads()}  # what the runs used
+    return {
         "experiment": "gradient-stability",
         "config": base.config,
         "steps": base.steps,
@@ -142,16 +131,22 @@ def run_gradient_stability(base: TrainConfig, out: str | os.PathLike,
         "tokenizer": saved.tokenizer,
         "model_overrides": base.model_overrides,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_description(base.threads),
-        "command": command or "steerflow.train.experiment.run_gradient_stability (Python API)",
+        "machine": machine,
+        "command": command or "steerflow.experiments.gradient_stability (Python API)",
         **stats,
         "comparison": compare(stats),
         "paper": PAPER,
     }
-    atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=2) + "\n")
+
+
+def write_gradient_stability(results: dict[str, Any], out: str | os.PathLike) -> Path:
+    """Write ``results.json``, ``table.md`` and ``fig1.png`` (the curves are read from the runs'
+    ``metrics.jsonl`` in ``out``); return ``out``."""
+    out = Path(out)
+    write_json(out / "results.json", results)
     atomic_write_text(out / "table.md", format_table(results))
     plot_figure(out, results)
-    return results
+    return out
 
 
 # ---------------------------------------------------------------------------- table
@@ -235,13 +230,7 @@ def _pct(value: Optional[float]) -> Optional[str]:
 # ---------------------------------------------------------------------------- figure
 def plot_figure(out: Path, results: dict[str, Any]) -> Path:
     """``fig1.png``: training loss, total grad norm, ODE grad norm and α against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from steerflow.io import atomic_write
-
+    plt = pyplot()
     curves = {k: read_metrics(out / k / METRICS_FILE, "train") for k in MODELS}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     colors = {"baseline": "tab:blue", "hybrid": "tab:orange"}
@@ -276,8 +265,7 @@ def plot_figure(out: Path, results: dict[str, Any]) -> Path:
                  f"(paper: Table 1 / Fig. 1)")
     fig.tight_layout()
     path = out / "fig1.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
