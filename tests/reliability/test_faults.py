@@ -123,6 +123,54 @@ def test_disk_failure_while_checkpointing_names_path_and_cause(zoo, cli, referen
     _assert_same_weights(run, reference)
 
 
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 1.5 MB filesystem (tmpfs, so root only): room for two of the tiny run's
+    checkpoints (0.62 MB each) and not for the third. Yields ``(folder, grow)``; ``grow()`` makes
+    it 16 MB, as an operator freeing space would."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        pytest.skip("mounting a small tmpfs needs root; the injected-ENOSPC test above covers it")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}); the "
+                    f"injected-ENOSPC test above covers it")
+
+    def grow() -> None:
+        subprocess.run([mount, "-o", "remount,size=16m", str(folder)], check=True)
+
+    try:
+        yield folder, grow
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_full_real_filesystem_names_file_and_cause_then_resume_is_exact(zoo, cli, reference,
+                                                                        small_filesystem):
+    """``steerflow train --out <a full disk>`` on a real small filesystem: the third checkpoint
+    does not fit, the run ends with one line naming the file and "No space left on device"
+    (exit 2) where torch's serialiser alone would say ``unexpected pos``; the two checkpoints
+    before stay valid, and once there is space ``--resume`` finishes with the exact weights."""
+    folder, grow = small_filesystem
+    run = folder / "run"
+    result = cli(_train_argv(zoo, run))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert len(result.err_lines) == 1, result.err
+    line = result.err_lines[0]
+    assert "No space left on device" in line and str(run) in line and "unexpected pos" not in line
+    assert re.search(r"(model\.safetensors|state\.pt|trainer\.json)", line), line  # the file
+    _assert_loadable(run, 4)
+    grow()
+    assert cli(_train_argv(zoo, run, "--resume")).code == 0
+    _assert_same_weights(run, reference)
+
+
 def test_damaged_newest_checkpoint_is_skipped_on_resume(zoo, cli, reference, monkeypatch,
                                                         tmp_path):
     """The newest checkpoint damaged on disk (truncated weights) is never trusted: ``--resume``
