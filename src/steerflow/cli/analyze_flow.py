@@ -1,11 +1,20 @@
-"""``steerflow analyze flow CKPT``: paper 2's dynamical-systems analysis of a trained hybrid."""
+"""``steerflow analyze flow CKPT``: convergence order, log-norms, perturbation growth, layer
+statistics, depth refinement and the contractive field (paper 2).
+
+Analyse a trained hybrid as a dynamical system on real validation text: convergence order of
+euler/midpoint/rk4 against a float64 dopri8 reference, the log-norm μ of the vector field (Lanczos
+on Jacobian-vector products), perturbation growth against exp(∫μ dτ), how ODE-like the discrete
+layers are, depth refinement of smooth vs piecewise-constant continuous transformers, and (with
+--compare) a contractive-field model against the unconstrained one. Writes results.json, report.md
+and PNG figures into --out.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from steerflow.analysis.settings import FlowConfig, field_defaults
-from steerflow.cli.common import add_common_flags, add_data_flags
+from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand
 from steerflow.errors import InputError
 
 
@@ -27,19 +36,8 @@ def _methods(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-HELP = ("convergence order, log-norms, perturbation growth, layer statistics, depth refinement "
-        "and the contractive field (paper 2)")
-DESCRIPTION = ("Analyse a trained hybrid as a dynamical system on real validation text: convergence "
-               "order of euler/midpoint/rk4 against a float64 dopri8 reference, the log-norm μ of "
-               "the vector field (Lanczos on Jacobian-vector products), perturbation growth against "
-               "exp(∫μ dτ), how ODE-like the discrete layers are, depth refinement of smooth vs "
-               "piecewise-constant continuous transformers, and (with --compare) a "
-               "contractive-field model against the unconstrained one. Writes results.json, "
-               "report.md and PNG figures into --out.")
-
-
 def add_parser(sub) -> None:
-    p = sub.add_parser("flow", help=HELP, description=DESCRIPTION)
+    p = add_subcommand(sub, "flow", __doc__)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (with its tokenizer)")
     p.add_argument("--baseline", help="a discrete baseline checkpoint for the layer statistics")
     p.add_argument("--compare", help="a second hybrid checkpoint; one of the two with "

@@ -1,11 +1,17 @@
-"""``steerflow bench``: hybrid vs discrete baseline, side by side: latency, generation, training,
-memory growth with the number of solver steps, MFU and torchdiffeq's overhead."""
+"""``steerflow bench``: benchmark the hybrid against the discrete baseline, side by side.
+
+Time the hybrid (the preset's ODE configuration) against its discrete baseline in one process:
+forward latency with the analytic FLOP ratio, KV-cache generation, training throughput, peak
+training-step memory with 4 vs 64 Euler steps (adjoint and direct backprop), MFU against a measured
+matmul peak, and torchdiffeq's per-step overhead against the fused loop. Runs alternate between the
+contenders; figures are medians with spreads.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import positive_int
+from steerflow.cli.common import add_subcommand, positive_int
 from steerflow.errors import InputError
 
 
@@ -21,14 +27,7 @@ def _benchmark_list(text: str) -> tuple[str, ...]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="benchmark the hybrid against the discrete baseline, side by side",
-        description="Time the hybrid (the preset's ODE configuration) against its discrete "
-                    "baseline in one process: forward latency with the analytic FLOP ratio, "
-                    "KV-cache generation, training throughput, peak training-step memory with "
-                    "4 vs 64 Euler steps (adjoint and direct backprop), MFU against a measured "
-                    "matmul peak, and torchdiffeq's per-step overhead against the fused loop. "
-                    "Runs alternate between the contenders; figures are medians with spreads.")
+    p = add_subcommand(sub, "bench", __doc__)
     p.add_argument("--config", choices=["tiny", "small", "paper", "gpt2"], default=None,
                    help="preset to benchmark (default: paper; tiny with --quick)")
     p.add_argument("--quick", action="store_true",

@@ -66,6 +66,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_subcommand(sub, name: str, doc: str) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` with its module's docstring as its words, so they are written
+    once: the first paragraph after ``steerflow NAME``: is the one-line ``help`` of the command
+    list, the paragraphs after it the description ``--help`` shows."""
+    summary, _, description = doc.strip().partition("\n\n")
+    summary = summary.split("``: ", 1)[-1].rstrip(".")
+    return sub.add_parser(name, help=" ".join(summary.split()),
+                          description=" ".join(description.split()) or None)
+
+
 def add_data_flags(p: argparse.ArgumentParser, cache: bool = True) -> None:
     """``--data-dir`` (and ``--cache-dir``): where the real data and the token caches live."""
     p.add_argument("--data-dir", default=None,

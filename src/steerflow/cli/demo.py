@@ -1,10 +1,17 @@
-"""``steerflow demo``: the main job — train, steer, evaluate and report, in minutes on a CPU."""
+"""``steerflow demo``: the main job: train, steer, evaluate and report (≈10 min on 2 CPU cores).
+
+Prepare WikiText-2 and SST-2, train a discrete baseline and a hybrid LM, train the ODE block to
+follow u, generate at u = -1, 0, +1, run the paper probe and an open-ended evaluation with two
+judges, the solver invariance test, solver probing, and a quick benchmark; write report.md,
+report.json, figures and checkpoints into --out. Re-running with the same --out reuses finished
+stages, so an interrupted demo resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import add_subcommand, output_folder
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -20,14 +27,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo", help="the main job: train, steer, evaluate and report (≈10 min on 2 CPU cores)",
-        description="Prepare WikiText-2 and SST-2, train a discrete baseline and a hybrid LM, "
-                    "train the ODE block to follow u, generate at u = -1, 0, +1, run the paper "
-                    "probe and an open-ended evaluation with two judges, the solver invariance "
-                    "test, solver probing, and a quick benchmark; write report.md, report.json, "
-                    "figures and checkpoints into --out. Re-running with the same --out reuses "
-                    "finished stages, so an interrupted demo resumes.")
+    p = add_subcommand(sub, "demo", __doc__)
     p.add_argument("--out", type=output_folder, default="runs/demo",
                    help="run folder (default runs/demo)")
     p.add_argument("--config", default="small", choices=["tiny", "small"],

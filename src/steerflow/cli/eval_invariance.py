@@ -1,22 +1,23 @@
-"""``steerflow eval invariance CKPT``: the solver invariance test (paper 1, Experiment 3)."""
+"""``steerflow eval invariance CKPT``: solver invariance test: training solver vs dopri5 vs a
+float64 reference.
+
+Integrate the ODE block on real validation text with the checkpoint's training solver, with dopri5
+at a tight tolerance and with a float64 reference, for each control u; report the paper's relative
+divergence, the displacement divergence, KL / top-1 agreement / loss difference at the output,
+tolerance and step sweeps, and a verdict per metric against 1%.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from steerflow.analysis.settings import REFERENCE_FLAG, InvarianceSettings, field_defaults
-from steerflow.cli.common import add_common_flags, add_data_flags, positive_float, positive_int
-
-HELP = "solver invariance test: training solver vs dopri5 vs a float64 reference"
-DESCRIPTION = ("Integrate the ODE block on real validation text with the checkpoint's training "
-               "solver, with dopri5 at a tight tolerance and with a float64 reference, for each "
-               "control u; report the paper's relative divergence, the displacement divergence, "
-               "KL / top-1 agreement / loss difference at the output, tolerance and step sweeps, "
-               "and a verdict per metric against 1%.")
+from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, positive_float,
+                                  positive_int)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("invariance", help=HELP, description=DESCRIPTION)
+    p = add_subcommand(sub, "invariance", __doc__)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (config.json + model.safetensors)")
     add_data_flags(p)
     p.add_argument("--split", choices=["valid", "test"], default="valid",

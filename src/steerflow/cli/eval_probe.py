@@ -1,23 +1,23 @@
-"""``steerflow eval probe CKPT``: solver probing (NFE vs u, NFE vs tolerance, linear probes)."""
+"""``steerflow eval probe CKPT``: solver probing: NFE against u and tolerance, linear probes over
+depth τ.
+
+Measure what adaptive solvers see in the learned field: dopri5 and adaptive_heun NFE against the
+control u (per batch and per example), dopri5 NFE against tolerance, and logistic-regression probes
+of SST-2 sentiment on hidden states at depths τ of the ODE block. Writes results.json, table.md,
+fig3.png, fig4.png and probe_accuracy.png to --out, with the paper's numbers beside ours.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from steerflow.analysis.settings import ProbeSettings, field_defaults
-from steerflow.cli.common import add_common_flags, add_data_flags, positive_float, positive_int
-
-
-HELP = "solver probing: NFE against u and tolerance, linear probes over depth τ"
-DESCRIPTION = ("Measure what adaptive solvers see in the learned field: dopri5 and adaptive_heun NFE "
-               "against the control u (per batch and per example), dopri5 NFE against tolerance, "
-               "and logistic-regression probes of SST-2 sentiment on hidden states at depths τ of "
-               "the ODE block. Writes results.json, table.md, fig3.png, fig4.png and "
-               "probe_accuracy.png to --out, with the paper's numbers beside ours.")
+from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, positive_float,
+                                  positive_int)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("probe", help=HELP, description=DESCRIPTION)
+    p = add_subcommand(sub, "probe", __doc__)
     p.add_argument("checkpoint", help="a hybrid checkpoint folder (config.json + model.safetensors)")
     add_data_flags(p)
     p.add_argument("--batches", type=positive_int, default=2,

@@ -1,4 +1,12 @@
-"""``steerflow eval steering CKPT``: probe, sweep, open-ended steering and baselines → results.json."""
+"""``steerflow eval steering CKPT``: steering: the paper's probe and sweep, open-ended steering,
+baselines.
+
+Evaluate a steered checkpoint: P(' good') / P(' bad') after 'The movie was' for u in {+1, 0, -1} and
+a sweep over [-2, 2] (paper 1, Table 2 and Fig. 2); open-ended continuations of neutral WikiText-2
+prompts judged by VADER and an SST-2 classifier, with perplexity and distinct-n; and the baselines
+on the same prompts: no control, ActAdd on the base model, the additive-injection ablation. Writes
+results.json, results.md, fig2.png and tradeoff.png.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import argparse
 import contextlib
 from typing import Iterator, Optional
 
-from steerflow.cli.common import add_common_flags, add_data_flags
+from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -47,14 +55,7 @@ _SETTINGS_FLAGS = (
 def add_parser(sub) -> None:
     from steerflow.steer.settings import SteeringEvalConfig
 
-    p = sub.add_parser(
-        "steering", help="steering: the paper's probe and sweep, open-ended steering, baselines",
-        description="Evaluate a steered checkpoint: P(' good') / P(' bad') after 'The movie was' "
-                    "for u in {+1, 0, -1} and a sweep over [-2, 2] (paper 1, Table 2 and Fig. 2); "
-                    "open-ended continuations of neutral WikiText-2 prompts judged by VADER and an "
-                    "SST-2 classifier, with perplexity and distinct-n; and the baselines on the "
-                    "same prompts: no control, ActAdd on the base model, the additive-injection "
-                    "ablation. Writes results.json, results.md, fig2.png and tradeoff.png.")
+    p = add_subcommand(sub, "steering", __doc__)
     p.add_argument("checkpoint", help="the steered checkpoint (a `steerflow train --task steer` "
                                       "run folder)")
     add_common_flags(p, out="folder for results (default CKPT/eval-steering)", device=None,

@@ -1,21 +1,20 @@
-"""``steerflow experiment additive-ablation CKPT OUT``: the additive-injection twin of a concat
-checkpoint pretrained at u = 0 (paper 1's explicit-injection ablation)."""
+"""``steerflow experiment additive-ablation CKPT OUT``: write the additive-injection twin of a
+concat checkpoint pretrained at u = 0.
+
+Write the additive-injection twin of a concat checkpoint pretrained at u = 0: every weight is copied
+except the u-columns of the field's first layer; u_proj gets its default initialisation from --seed.
+Both models are equal at u = 0, so steering training then treats them alike.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import add_subcommand, output_folder
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "additive-ablation",
-        help="write the additive-injection twin of a concat checkpoint pretrained at u = 0",
-        description="Write the additive-injection twin of a concat checkpoint pretrained at "
-                    "u = 0: every weight is copied except the u-columns of the field's first "
-                    "layer; u_proj gets its default initialisation from --seed. Both models are "
-                    "equal at u = 0, so steering training then treats them alike.")
+    p = add_subcommand(sub, "additive-ablation", __doc__)
     p.add_argument("checkpoint", help="a pretrained hybrid (injection=concat) folder")
     p.add_argument("out", type=output_folder, help="folder for the injection=add checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of u_proj's initialisation")

@@ -1,4 +1,11 @@
-"""``steerflow experiment gradient-stability``: paper 1's Table 1 and Fig. 1, baseline vs hybrid."""
+"""``steerflow experiment gradient-stability``: train baseline and hybrid on the same data and seed;
+table, JSON and Fig. 1.
+
+Train the discrete baseline and the hybrid with the same data order and seed, then write
+OUT/table.md, OUT/results.json and OUT/fig1.png (loss, total grad norm, ODE-block grad norm, α over
+steps) with paper 1's numbers beside ours. The runs live in OUT/baseline and OUT/hybrid; re-running
+reuses finished runs and resumes interrupted ones.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import add_subcommand, output_folder
 
 #: flags echoed into results.json's "command" (the exact call that produced the numbers)
 _ECHO = ("config", "steps", "out", "batch_size", "lr", "warmup_steps", "seed", "eval_batches",
@@ -14,14 +21,7 @@ _ECHO = ("config", "steps", "out", "batch_size", "lr", "warmup_steps", "seed", "
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "gradient-stability",
-        help="train baseline and hybrid on the same data and seed; table, JSON and Fig. 1",
-        description="Train the discrete baseline and the hybrid with the same data order and seed, "
-                    "then write OUT/table.md, OUT/results.json and OUT/fig1.png (loss, total grad "
-                    "norm, ODE-block grad norm, α over steps) with paper 1's numbers beside ours. "
-                    "The runs live in OUT/baseline and OUT/hybrid; re-running reuses finished runs "
-                    "and resumes interrupted ones.")
+    p = add_subcommand(sub, "gradient-stability", __doc__)
     p.add_argument("--config", default="small", help="model preset or config.json (default: small)")
     p.add_argument("--steps", type=int, help="optimizer steps per model (default: the preset's)")
     p.add_argument("--out", type=output_folder, required=True, help="output folder")

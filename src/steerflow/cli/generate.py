@@ -1,4 +1,10 @@
-"""``steerflow generate CKPT``: continue prompts under a control u with the model's own tokenizer."""
+"""``steerflow generate CKPT``: continue prompts under a control u (sampling, KV cache).
+
+Continue one prompt (--prompt) or a file of prompts (--prompts-file: JSON lines with a "prompt"
+field, or plain text, one per line) under the control u, with the tokenizer saved in the checkpoint.
+--json prints one JSON object per sample: prompt, u, sample, text (the continuation only) and
+tokens.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from steerflow.cli.common import add_subcommand
 
 
 def _control(text: str) -> list[float]:
@@ -22,12 +29,7 @@ def _control(text: str) -> list[float]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "generate", help="continue prompts under a control u (sampling, KV cache)",
-        description="Continue one prompt (--prompt) or a file of prompts (--prompts-file: JSON "
-                    "lines with a \"prompt\" field, or plain text, one per line) under the control "
-                    "u, with the tokenizer saved in the checkpoint. --json prints one JSON object "
-                    "per sample: prompt, u, sample, text (the continuation only) and tokens.")
+    p = add_subcommand(sub, "generate", __doc__)
     p.add_argument("checkpoint", help="a checkpoint folder (config.json, model.safetensors, "
                                       "tokenizer.json)")
     src = p.add_mutually_exclusive_group(required=True)

@@ -1,15 +1,17 @@
-"""``steerflow info``: the layer layout and parameter counts of a config or checkpoint."""
+"""``steerflow info``: layer layout and parameter counts of a preset config or a checkpoint.
+
+Print the layer layout and parameter counts (total, ODE block, embeddings) of a named preset or a
+saved checkpoint folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+from steerflow.cli.common import add_subcommand
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "info", help="layer layout and parameter counts of a preset config or a checkpoint",
-        description="Print the layer layout and parameter counts (total, ODE block, embeddings) "
-                    "of a named preset or a saved checkpoint folder.")
+    p = add_subcommand(sub, "info", __doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("checkpoint", nargs="?", help="a checkpoint folder (config.json + model.safetensors)")
     src.add_argument("--config", help="a preset name: tiny, small, paper, gpt2")

@@ -1,22 +1,22 @@
-"""``steerflow reproduce``: every paper-1 experiment at the paper's configuration."""
+"""``steerflow reproduce``: run every paper experiment at paper scale (GPU recommended).
+
+Paper 1 at its configuration: GPT-2 BPE, the 30.5M-parameter baseline and its hybrid, 500 LM steps
+(Exp. 1), steering training and evaluation (Exp. 2), solver invariance (Exp. 3), solver probing, the
+benchmark at paper shapes (Exp. 4). Prints an estimate of the duration on this machine first;
+resumable stage by stage. The report has the demo's layout.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import output_folder
+from steerflow.cli.common import add_subcommand, output_folder
 
 
 def add_parser(sub) -> None:
     from steerflow.cli.demo import add_run_options
 
-    p = sub.add_parser(
-        "reproduce", help="run every paper experiment at paper scale (GPU recommended)",
-        description="Paper 1 at its configuration: GPT-2 BPE, the 30.5M-parameter baseline and "
-                    "its hybrid, 500 LM steps (Exp. 1), steering training and evaluation "
-                    "(Exp. 2), solver invariance (Exp. 3), solver probing, the benchmark at paper "
-                    "shapes (Exp. 4). Prints an estimate of the duration on this machine first; "
-                    "resumable stage by stage. The report has the demo's layout.")
+    p = add_subcommand(sub, "reproduce", __doc__)
     p.add_argument("--scale", default="paper", choices=["paper", "small", "tiny"],
                    help="paper (default), or the demo's smaller scales")
     p.add_argument("--out", type=output_folder, default="runs/paper",

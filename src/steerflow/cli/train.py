@@ -1,8 +1,14 @@
 """``steerflow train``: train a baseline or hybrid model on WikiText-2, or steer a trained one.
 
-A thin wrapper around :func:`steerflow.train.train`; every flag is a :class:`TrainConfig` field.
-Data-parallel: ``torchrun --nproc_per_node=K -m steerflow train ...``.
+Train a discrete baseline or a continuous-depth hybrid on WikiText-2 (--task lm), or train the ODE
+block of a checkpoint on texts labelled with u (--task steer --from CKPT). Writes the final model
+into --out (save_pretrained, tokenizer included), metrics.jsonl, train_config.json, summary.json and
+resumable checkpoints under OUT/checkpoints/. Data-parallel: torchrun --nproc_per_node=K -m
+steerflow train ... . Exit code 130 when a signal stopped the run (its state is saved; rerun with
+--resume).
 """
+
+# A thin wrapper around steerflow.train.train: every flag is a TrainConfig field.
 
 from __future__ import annotations
 
@@ -10,22 +16,14 @@ import argparse
 import json
 from typing import Any
 
-from steerflow.cli.common import output_folder, positive_float
+from steerflow.cli.common import add_subcommand, output_folder, positive_float
 from steerflow.errors import ConfigError
 
 EXIT_INTERRUPTED = 130
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train a baseline or hybrid model on WikiText-2, or steer a trained one",
-        description="Train a discrete baseline or a continuous-depth hybrid on WikiText-2 "
-                    "(--task lm), or train the ODE block of a checkpoint on texts labelled with "
-                    "u (--task steer --from CKPT). Writes the final model into --out "
-                    "(save_pretrained, tokenizer included), metrics.jsonl, train_config.json, "
-                    "summary.json and resumable checkpoints under OUT/checkpoints/. Data-parallel: "
-                    "torchrun --nproc_per_node=K -m steerflow train ... . Exit code 130 when a "
-                    "signal stopped the run (its state is saved; rerun with --resume).")
+    p = add_subcommand(sub, "train", __doc__)
     what = p.add_argument_group("what to train")
     what.add_argument("--config", help="model preset (tiny, small, paper, gpt2) or a config.json "
                                        "path (default: small)")
