@@ -78,6 +78,12 @@ def make_fake_data():
 
 
 @pytest.fixture(scope="session")
+def make_fake_lines():
+    """The :func:`fake_lines` function: ``make_fake_lines(n, seed, words, length, blank_rate)``."""
+    return fake_lines
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder from ``$STEERFLOW_DATA``; tests that use it are skipped when absent."""
     env = os.environ.get("STEERFLOW_DATA")

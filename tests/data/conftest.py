@@ -4,7 +4,6 @@ generated data folders with the same layout."""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -17,56 +16,35 @@ WORDS = (
 ).split()
 
 
-def generated_lines(n_lines: int, seed: int) -> list[str]:
-    """WikiText-like lines: a leading space, words separated by spaces, a trailing newline."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n_lines):
-        if rng.random() < 0.1:
-            lines.append(" \n")
-        else:
-            lines.append(
-                " " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) + " \n"
-            )
-    return lines
-
-
-def write_layout(root: Path, texts: dict[str, str] | None = None) -> Path:
-    """A full data folder under ``root``: generated WikiText and SST-2, placeholder GPT-2 files."""
-    texts = texts or {
-        s: "".join(generated_lines(n, seed))
-        for s, n, seed in (("train", 300, 0), ("valid", 40, 1), ("test", 40, 2))
-    }
-    (root / "wikitext-2").mkdir(parents=True)
-    for split, text in texts.items():
-        (root / "wikitext-2" / f"{split}.txt").write_text(text, encoding="utf-8")
-    (root / "sst2").mkdir()
-    for split in ("train", "dev"):
-        (root / "sst2" / f"{split}.tsv").write_text(
-            "sentence\tlabel\na good movie \t1\na bad movie \t0\n", encoding="utf-8"
-        )
-    (root / "gpt2-tokenizer").mkdir()
-    (root / "gpt2-tokenizer" / "encoder.json").write_text("{}", encoding="utf-8")
-    (root / "gpt2-tokenizer" / "vocab.bpe").write_text("#version: 0.2\n", encoding="utf-8")
-    return root
+#: the data-layer folders: the shared fake data writer's WikiText splits (one line in ten blank),
+#: two SST-2 rows and placeholder GPT-2 tokenizer files
+LAYOUT_OPTIONS = dict(words=WORDS, blank_rate=0.1, sst2=[("a good movie ", 1), ("a bad movie ", 0)],
+                      gpt2_placeholder=True)
 
 
 @pytest.fixture(scope="session")
-def make_layout():
-    """The :func:`write_layout` function, for tests that need several data folders."""
+def make_layout(make_fake_data):
+    """``make_layout(root, texts=None) -> root``: a full data folder under ``root`` (generated
+    WikiText, or ``texts`` by split; SST-2; placeholder GPT-2 files)."""
+    def write_layout(root: Path, texts: dict[str, str] | None = None) -> Path:
+        return make_fake_data(root, texts=texts, **LAYOUT_OPTIONS)
+
     return write_layout
 
 
 @pytest.fixture(scope="session")
-def make_lines():
-    """The :func:`generated_lines` function: deterministic WikiText-like lines."""
-    return generated_lines
+def make_lines(make_fake_lines):
+    """``make_lines(n, seed) -> list[str]``: deterministic WikiText-like lines, one in ten blank."""
+    def lines(n_lines: int, seed: int) -> list[str]:
+        return make_fake_lines(n_lines, seed, WORDS, blank_rate=0.1).splitlines(keepends=True)
+
+    return lines
 
 
 @pytest.fixture
-def tiny_root(tmp_path: Path) -> Path:
+def tiny_root(tmp_path: Path, make_layout) -> Path:
     """A small generated data folder with the full layout."""
-    return write_layout(tmp_path / "data")
+    return make_layout(tmp_path / "data")
 
 
 @pytest.fixture

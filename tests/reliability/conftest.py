@@ -22,29 +22,18 @@ WORDS = ("the a movie film was is plot story very quite , . of and it on good ba
          "actor scene music long short funny boring").split()
 
 
-def text_lines(n: int, seed: int) -> str:
-    """``n`` WikiText-like lines (leading space, space-separated tokens) from a seeded RNG."""
-    rng = random.Random(seed)
-    return "".join(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15))) + " \n"
-                   for _ in range(n))
-
-
-def write_data_folder(root: Path) -> Path:
-    """A data folder with WikiText-2 splits and SST-2 train/dev files (header
-    ``sentence<TAB>label``)."""
-    (root / "wikitext-2").mkdir(parents=True)
-    for split, n, seed in (("train", 200, 0), ("valid", 60, 1), ("test", 60, 2)):
-        (root / "wikitext-2" / f"{split}.txt").write_text(text_lines(n, seed), encoding="utf-8")
-    (root / "sst2").mkdir()
+def sst2_rows() -> list[tuple[str, int]]:
+    """60 SST-2 rows: six random words, then "good" (label 1) or "bad" (label 0)."""
     rng = random.Random(3)
-    rows = ["sentence\tlabel"]
-    for i in range(60):
-        label = i % 2
-        words = [rng.choice(WORDS) for _ in range(6)] + ["good" if label else "bad"]
-        rows.append(" ".join(words) + f"\t{label}")
-    for split in ("train", "dev"):
-        (root / "sst2" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
+    return [(" ".join([rng.choice(WORDS) for _ in range(6)] + ["good" if i % 2 else "bad"]), i % 2)
+            for i in range(60)]
+
+
+def data_folder_options() -> dict:
+    """:func:`write_fake_data` options of the reliability data folder: WikiText-2 splits and
+    SST-2 train/dev files (header ``sentence<TAB>label``)."""
+    return dict(wikitext=(("train", 200, 0), ("valid", 60, 1), ("test", 60, 2)), words=WORDS,
+                length=(5, 15), sst2=sst2_rows())
 
 
 class Payload:
@@ -121,7 +110,7 @@ def make_stiff(model, lam: float = 1e5, s: float = 10.0, shift: float = 30.0) ->
 
 
 @pytest.fixture(scope="session")
-def zoo(tmp_path_factory) -> Zoo:
+def zoo(tmp_path_factory, make_fake_data) -> Zoo:
     """Build every data folder and checkpoint once (about a second).
 
     Folder names are neutral (``h3``, not ``truncated``) so that a test looking for a word in an
@@ -134,7 +123,7 @@ def zoo(tmp_path_factory) -> Zoo:
     from steerflow.model.gpt import SteerFlowGPT
 
     root = tmp_path_factory.mktemp("reliability")
-    data = write_data_folder(root / "data")
+    data = make_fake_data(root / "data", **data_folder_options())
     tok = train_bpe((data / "wikitext-2" / "train.txt").read_text().splitlines(), 300)
     tiny = dict(vocab_size=tok.vocab_size)
     marker = root / "RAN.marker"
