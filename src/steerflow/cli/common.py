@@ -1,11 +1,13 @@
-"""Helpers shared by subcommands: printing JSON, argparse types and the common flags."""
+"""Helpers shared by subcommands: printing JSON, argparse types, the common flags, registering a
+subcommand and scoping torch's thread count."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from steerflow.errors import InputError
 from steerflow.io import to_json
@@ -110,3 +112,19 @@ def add_common_flags(p: argparse.ArgumentParser, *, out: Optional[str] = None,
         p.add_argument("--json", action="store_true", help=json)
     if quiet:
         p.add_argument("--quiet", action="store_true", default=None, help="no progress output")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block, restored after (None: leave as is)."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

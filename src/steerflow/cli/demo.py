@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from steerflow.cli.common import add_subcommand, output_folder
+from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand, output_folder
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``demo`` and ``reproduce``."""
-    p.add_argument("--data-dir", help="local data folder (wikitext-2/, sst2/, gpt2-tokenizer/); "
-                   "default $STEERFLOW_DATA, else Hugging Face datasets (network)")
-    p.add_argument("--cache-dir", help="prepared-data cache (default $STEERFLOW_CACHE or "
-                   "~/.cache/steerflow)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--json", action="store_true", help="print report.json on stdout at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    """Options shared by ``demo`` and ``reproduce``: the data folders and the common flags."""
+    add_data_flags(p)
+    add_common_flags(p, device="auto", json="print report.json on stdout at the end")
 
 
 def add_parser(sub) -> None:
@@ -37,13 +31,10 @@ def add_parser(sub) -> None:
 
 
 def environment(args: argparse.Namespace):
-    from steerflow.errors import InputError
     from steerflow.pipeline.demo import Environment
 
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    return Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device,
-                       threads=args.threads, quiet=args.quiet)
+    return Environment(data_dir=args.data_dir, cache_dir=args.cache_dir,
+                       device=args.device or "auto", threads=args.threads, quiet=bool(args.quiet))
 
 
 def finish(report: dict, args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from steerflow.analysis.inputs import load_hybrid_with_batches
     from steerflow.analysis.invariance import FILES, format_report, run_invariance, write_invariance
-    from steerflow.cli.common import eprint, print_json
+    from steerflow.cli.common import eprint, print_json, torch_threads
     from steerflow.config import SolverSpec
 
     settings = InvarianceSettings(
@@ -57,17 +57,14 @@ def run(args: argparse.Namespace) -> int:
         reference=SolverSpec.parse(args.reference),
         tolerances=tuple(args.tolerances), steps=tuple(args.steps), threshold=args.threshold,
         axis=args.axis)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model, batches = load_hybrid_with_batches(args.checkpoint, args.device, args.data_dir,
-                                              args.cache_dir, args.batch_size, args.batches,
-                                              args.split, progress=not args.quiet)
-    result = {"checkpoint": str(args.checkpoint), "split": args.split,
-              **run_invariance(model, batches, settings, progress=not args.quiet)}
-    if args.out:
-        write_invariance(result, args.out)
+    with torch_threads(args.threads):
+        model, batches = load_hybrid_with_batches(args.checkpoint, args.device, args.data_dir,
+                                                  args.cache_dir, args.batch_size, args.batches,
+                                                  args.split, progress=not args.quiet)
+        result = {"checkpoint": str(args.checkpoint), "split": args.split,
+                  **run_invariance(model, batches, settings, progress=not args.quiet)}
+        if args.out:
+            write_invariance(result, args.out)
     if args.json:
         print_json(result)
     else:

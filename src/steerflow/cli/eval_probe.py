@@ -54,24 +54,21 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from steerflow.analysis.inputs import load_hybrid_with_batches, sst2_dev
     from steerflow.analysis.solver_probing import format_report, run_probe, write_probe
-    from steerflow.cli.common import eprint, print_json
+    from steerflow.cli.common import eprint, print_json, torch_threads
 
     settings = ProbeSettings(
         us=tuple(args.us), methods=tuple(args.methods), rtol=args.rtol, atol=args.atol,
         tolerances=tuple(args.tolerances), tolerance_us=tuple(args.tolerance_us),
         max_examples=args.examples, taus=tuple(args.taus), probe_limit=args.probe_limit,
         folds=args.folds, axis=args.axis)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model, batches = load_hybrid_with_batches(args.checkpoint, args.device, args.data_dir,
-                                              args.cache_dir, args.batch_size, args.batches,
-                                              progress=not args.quiet)
-    pairs = None if args.no_probes else sst2_dev(args.data_dir)
-    result = run_probe(model, batches, pairs, settings, progress=not args.quiet)
-    meta = {"checkpoint": str(args.checkpoint)}
-    data = write_probe(result, args.out, meta) if args.out else {**meta, **result.as_dict()}
+    with torch_threads(args.threads):
+        model, batches = load_hybrid_with_batches(args.checkpoint, args.device, args.data_dir,
+                                                  args.cache_dir, args.batch_size, args.batches,
+                                                  progress=not args.quiet)
+        pairs = None if args.no_probes else sst2_dev(args.data_dir)
+        result = run_probe(model, batches, pairs, settings, progress=not args.quiet)
+        meta = {"checkpoint": str(args.checkpoint)}
+        data = write_probe(result, args.out, meta) if args.out else {**meta, **result.as_dict()}
     if args.json:
         print_json(data)
     else:

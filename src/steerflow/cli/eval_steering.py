@@ -11,10 +11,8 @@ results.json, results.md, fig2.png and tradeoff.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
-from typing import Iterator, Optional
 
-from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand
+from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand, torch_threads
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -78,24 +76,6 @@ def add_parser(sub) -> None:
                    help="folder to keep the trained SST-2 judge in, reused while the data match "
                         "(default $STEERFLOW_CACHE/judges/sst2-tfidf, else ~/.cache/steerflow/...)")
     p.set_defaults(func=run)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` for the block, restored after (None: leave as is)."""
-    from steerflow.errors import InputError
-
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def settings_from_args(args: argparse.Namespace):

@@ -83,7 +83,7 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.cli.eval_steering import torch_threads
+    from steerflow.cli.common import torch_threads
 
     _check_args(args)
     with torch_threads(args.threads):

@@ -319,10 +319,9 @@ class TrainConfig:
 
     def cache_path(self) -> Path:
         """The prepared-data cache: ``cache_dir``, ``$STEERFLOW_CACHE``, ``~/.cache/steerflow``."""
-        if self.cache_dir:
-            return Path(self.cache_dir).expanduser()
-        env = os.environ.get("STEERFLOW_CACHE")
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "steerflow"
+        from steerflow.data.cache import resolve_cache_dir
+
+        return resolve_cache_dir(self.cache_dir)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
