@@ -91,3 +91,17 @@ def test_eta_ignores_a_stage_that_reused_earlier_work(tmp_path):
     etas = [line.split("ETA ~")[1].rstrip(")") for line in lines if "ETA" in line]
     # without the rule, a's instant finish would scale every later estimate to about 0 s
     assert etas == ["5.0 min", "3.3 min", "1.7 min"]
+
+
+def test_a_stage_result_with_nan_is_recorded_as_valid_json_and_reused(tmp_path):
+    """JSON has no NaN: the record says null (json.dumps would write a bare NaN) and reads back."""
+    def refuse(name):
+        raise ValueError(name)
+
+    stage = Stage("m", "M", lambda ctx: {"loss": float("nan"), "ok": 1.0})
+    StageRunner(tmp_path, [stage], {"k": 1}, log=quiet).run()
+    record = json.loads(StageRunner(tmp_path, [stage], {"k": 1}, log=quiet)
+                        .record_path(stage).read_text(), parse_constant=refuse)
+    assert record["result"] == {"loss": None, "ok": 1.0}
+    again = StageRunner(tmp_path, [stage], {"k": 1}, log=quiet)
+    assert again.run() == {"m": {"loss": None, "ok": 1.0}} and again.reused == ["m"]
