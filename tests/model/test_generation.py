@@ -8,7 +8,7 @@ import torch
 
 from steerflow.config import SolverSpec
 from steerflow.errors import InputError
-from steerflow.model.gpt import sample_next
+from steerflow.model.decoding import sample_next
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

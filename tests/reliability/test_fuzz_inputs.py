@@ -91,7 +91,7 @@ def test_tiny_temperatures_sample_the_argmax_instead_of_nan(temperature):
     """Found by the fuzz above: logits / 1e-286 overflowed to ±inf (and 1e-286 is 0 in float32),
     softmax gave NaN and torch.multinomial raised. As T → 0+ sampling tends to argmax; with the
     row maximum shifted to 0 first the limit is reached exactly, top-k/top-p or not."""
-    from steerflow.model.gpt import sample_next
+    from steerflow.model.decoding import sample_next
 
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 10  # (B, V)
     for top_k, top_p in ((None, None), (5, None), (None, 0.5)):
@@ -105,7 +105,7 @@ def test_tiny_top_p_keeps_the_likeliest_token(top_p):
     """Found by the fuzz above: top_p = 2.3e-183 is 0 in float32, so the nucleus rule dropped
     every token (mass before it >= 0) and multinomial raised. The nucleus always holds the
     likeliest token, so a tiny top_p samples the argmax."""
-    from steerflow.model.gpt import sample_next
+    from steerflow.model.decoding import sample_next
 
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))  # (B, V)
     token = sample_next(logits, 1.0, None, top_p, generator=torch.Generator().manual_seed(1))

@@ -1,6 +1,7 @@
 """Models: the discrete/hybrid GPT, its ODE block and vector fields."""
 
-from steerflow.model.gpt import GenerationCache, SteerFlowGPT, sample_next
+from steerflow.model.decoding import sample_next
+from steerflow.model.gpt import GenerationCache, SteerFlowGPT
 from steerflow.model.ode_block import ODEBlock, ODESolution, SolveStats, integrate_fixed
 from steerflow.model.vector_fields import FIELDS, build_field
 

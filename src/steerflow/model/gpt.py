@@ -17,6 +17,8 @@ from torch import nn
 
 from steerflow.config import ModelConfig, SolverSpec
 from steerflow.errors import InputError
+from steerflow.model.decoding import (IncrementalDecoder, check_sampling, check_weight,
+                                      sample_contrast, sample_next)
 from steerflow.model.layers import Block, KVCache
 from steerflow.model.ode_block import ODEBlock
 
@@ -253,12 +255,17 @@ class SteerFlowGPT(nn.Module):
                temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, greedy: bool = False, seed: Optional[int] = None,
                solver: Optional[SolverSpec] = None, use_cache: bool = True,
-               eos_id: Optional[int] = None) -> Iterator[torch.Tensor]:
+               eos_id: Optional[int] = None, guidance: Optional[float] = None
+               ) -> Iterator[torch.Tensor]:
         """Yield the next token ids ``(B,)`` one step at a time (see :meth:`generate`)."""
-        _check_sampling(max_new_tokens, temperature, top_k, top_p)
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
         if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
                                      and -2 ** 63 <= seed < 2 ** 64):
             raise InputError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
+        weight = None if guidance is None else check_weight("guidance", guidance)
+        if weight is not None and self.ode is None:
+            raise InputError("guidance contrasts the model at u and -u; this is a discrete "
+                             "baseline without a control")
         self._check_idx(idx)
         if idx.shape[1] == 0:
             raise InputError("the prompt is empty; give at least one token")
@@ -267,25 +274,27 @@ class SteerFlowGPT(nn.Module):
         generator = None
         if seed is not None:
             generator = torch.Generator(device=idx.device).manual_seed(int(seed))
-        use_cache = use_cache and self.can_cache(solver)
-        cache = self.new_cache(solver) if use_cache else None
-        seq = idx
-        next_input = idx
+        if weight:  # guidance: one batched pass at u = 0, u and -u (rows stacked in that order)
+            branches = 3
+            decoder = IncrementalDecoder(self, torch.cat([torch.zeros_like(uc), uc, -uc]),
+                                         solver, use_cache)
+        else:  # γ = 0 is plain sampling at u = 0, draw for draw
+            branches = 1
+            decoder = IncrementalDecoder(self, uc if weight is None else torch.zeros_like(uc),
+                                         solver, use_cache)
+        seq = idx.repeat(branches, 1)
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            if cache is not None and cache.length + next_input.shape[1] > self.config.block_size:
-                cache = None  # context full: fall back to recomputing the last block_size tokens
-            if cache is None:
-                window = seq[:, -self.config.block_size:]
-                logits, _ = self(window, uc, solver=solver)
+            logits = decoder(seq)
+            if branches == 3:
+                token = sample_contrast(*logits.chunk(3), weight, temperature, top_k, top_p,
+                                        greedy, generator)
             else:
-                logits, _ = self(next_input, uc, solver=solver, cache=cache)
-            token = sample_next(logits[:, -1, :], temperature, top_k, top_p, greedy, generator)
+                token = sample_next(logits, temperature, top_k, top_p, greedy, generator)
             if eos_id is not None:
                 token = torch.where(finished, torch.full_like(token, eos_id), token)
                 finished |= token == eos_id
-            seq = torch.cat([seq, token[:, None]], dim=1)
-            next_input = token[:, None]
+            seq = torch.cat([seq, token.repeat(branches)[:, None]], dim=1)
             yield token
             if eos_id is not None and bool(finished.all()):
                 return
@@ -294,7 +303,7 @@ class SteerFlowGPT(nn.Module):
                  temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, greedy: bool = False, seed: Optional[int] = None,
                  solver: Optional[SolverSpec] = None, use_cache: bool = True,
-                 eos_id: Optional[int] = None) -> torch.Tensor:
+                 eos_id: Optional[int] = None, guidance: Optional[float] = None) -> torch.Tensor:
         """Continue ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens under control ``u``.
 
         Sampling: ``temperature`` > 0, optional ``top_k`` and nucleus ``top_p`` ∈ (0, 1], or
@@ -305,10 +314,15 @@ class SteerFlowGPT(nn.Module):
         ``block`` field keeps one KV cache per vector-field evaluation on fixed-step solvers and
         recomputes the whole window on adaptive ones. Once the context is full, generation
         recomputes on the last ``block_size`` tokens. Returns ``(B, T + max_new_tokens)`` ids.
+
+        ``guidance`` = γ ≥ 0 samples from ``z(0) + γ · (z(u) − z(−u))`` on the nucleus of
+        ``z(0)`` (classifier-free guidance over u, DExperts' rule inside one model:
+        :func:`~steerflow.model.decoding.sample_contrast`); the three controls run as one batch
+        with one KV cache. ``guidance=0`` is plain sampling at u = 0.
         """
         new = list(self.stream(idx, u, max_new_tokens, temperature=temperature, top_k=top_k,
                                top_p=top_p, greedy=greedy, seed=seed, solver=solver,
-                               use_cache=use_cache, eos_id=eos_id))
+                               use_cache=use_cache, eos_id=eos_id, guidance=guidance))
         if not new:
             return idx
         return torch.cat([idx, torch.stack(new, dim=1)], dim=1)
@@ -351,43 +365,3 @@ class SteerFlowGPT(nn.Module):
         from steerflow.model.hub import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
-
-
-def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise InputError(f"temperature must be > 0, got {temperature!r} (use greedy=True for argmax)")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
-
-
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-                top_p: Optional[float] = None, greedy: bool = False,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Sample one token id per row from ``logits`` ``(B, V)`` with temperature, top-k, top-p."""
-    if greedy:
-        return logits.argmax(dim=-1)
-    scaled = logits.float() / temperature
-    if not bool(torch.isfinite(scaled).all()):
-        # a tiny temperature overflows logits/T (or is 0 in float32) and softmax would give NaN:
-        # shift by the row maximum and divide in float64 — softmax is shift-invariant, so the
-        # distribution is the same, with the maximum at exactly 0
-        shifted = logits.double() - logits.double().amax(dim=-1, keepdim=True)
-        scaled = (shifted / temperature).float()
-    logits = scaled
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a token when the mass before it already reaches top_p (keeps at least one)
-        drop = (cum - sorted_logits.softmax(dim=-1)) >= top_p
-        drop[..., 0] = False  # the likeliest token stays even when top_p rounds to 0 in float32
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
