@@ -76,3 +76,21 @@ def test_bad_requests(tokenizer):
             pass
     with pytest.raises(InputError, match="contrast"):
         steering_vector(model, tokenizer, [])
+
+
+def test_contrastive_vector_of_identical_sets_is_zero_and_antisymmetric(make_tiny_model):
+    """CAA's direction: the same texts on both sides cancel exactly; swapping the sides negates."""
+    from steerflow.data import train_bpe
+    from steerflow.steer.actadd import contrastive_vector, residual_at
+
+    texts_pos = ["a good film , very good", "great acting", "i loved the story"]
+    texts_neg = ["a bad film", "awful plot and boring acting"]
+    tok = train_bpe(texts_pos + texts_neg, 280)
+    model = make_tiny_model(vocab_size=tok.vocab_size)
+    assert torch.equal(contrastive_vector(model, tok, texts_pos, list(texts_pos)),
+                       torch.zeros(model.config.n_embd))
+    v = contrastive_vector(model, tok, texts_pos, texts_neg)
+    torch.testing.assert_close(contrastive_vector(model, tok, texts_neg, texts_pos), -v)
+    by_hand = (torch.stack([residual_at(model, tok, t).mean(0) for t in texts_pos]).mean(0)
+               - torch.stack([residual_at(model, tok, t).mean(0) for t in texts_neg]).mean(0))
+    torch.testing.assert_close(v, by_hand, rtol=1e-5, atol=1e-6)  # float64 vs float32 means

@@ -8,6 +8,10 @@ token and averaged over the pairs. Steering adds ``coef · v`` to the residual s
 through a forward pre-hook, at every position (prompt and generated tokens alike — the all-position
 form later work such as CAA uses; Turner et al. add at the prompt's first positions). With
 ``coef = 0`` the hook adds an exact zero, so the model is unchanged bit for bit.
+
+:func:`contrastive_vector` is the CAA form of the direction (Rimsky et al. 2024, "Steering Llama 2
+via Contrastive Activation Addition", Eq. 1): the mean activation over many labelled texts of one
+class minus the mean over the other, instead of a handful of word pairs.
 """
 
 from __future__ import annotations
@@ -80,6 +84,25 @@ def steering_vector(model, tokenizer, contrast: Sequence[tuple[str, str]] = DEFA
     diffs = [residual_at(model, tokenizer, pos, layer)[-1] - residual_at(model, tokenizer, neg, layer)[-1]
              for pos, neg in contrast]
     return torch.stack(diffs).mean(dim=0)  # (d,)
+
+
+@torch.inference_mode()
+def contrastive_vector(model, tokenizer, positive: Sequence[str], negative: Sequence[str],
+                       layer: Optional[int] = None) -> torch.Tensor:
+    """``v = mean_{x ∈ P} h̄(x) − mean_{x ∈ N} h̄(x)`` ``(d,)``, with ``h̄(x)`` the residual stream
+    at ``layer``'s input averaged over the tokens of text ``x`` (CAA, Rimsky et al. 2024, Eq. 1;
+    CAA takes the answer token's activation, a sentiment text has no answer token, so every token
+    of it counts). Two identical sets give exactly the zero vector; swapping them negates it."""
+    if not positive or not negative:
+        raise InputError("a contrastive vector needs at least one text of each class")
+
+    def class_mean(texts: Sequence[str]) -> torch.Tensor:
+        total = torch.zeros(model.config.n_embd, dtype=torch.float64)
+        for text in texts:
+            total += residual_at(model, tokenizer, text, layer).double().mean(dim=0)
+        return total / len(texts)
+
+    return (class_mean(positive) - class_mean(negative)).to(model.wte.weight.dtype)
 
 
 @contextmanager
