@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -33,6 +33,13 @@ def check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
         raise InputError(f"top_k must be a positive integer, got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def check_seed(seed) -> None:
+    """Refuse a seed ``torch.Generator.manual_seed`` cannot take (None: unseeded)."""
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
+                                 and -2 ** 63 <= seed < 2 ** 64):
+        raise InputError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
 
 
 def check_weight(name: str, value) -> float:
@@ -128,3 +135,21 @@ class IncrementalDecoder:
                                    cache=self.cache)
             self._fed = seq.shape[1]
         return logits[:, -1, :]
+
+
+def decode_tokens(next_token: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor,
+                  max_new_tokens: int, eos_id: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """Yield ``next_token(seq)`` ``(B,)`` for a sequence ``seq`` ``(B, T)`` that starts as ``idx``
+    and grows by each yielded token; rows that produced ``eos_id`` keep producing it, and the
+    loop ends early once every row has."""
+    seq = idx
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        token = next_token(seq)
+        if eos_id is not None:
+            token = torch.where(finished, torch.full_like(token, eos_id), token)
+            finished |= token == eos_id
+        seq = torch.cat([seq, token[:, None]], dim=1)
+        yield token
+        if eos_id is not None and bool(finished.all()):
+            return

@@ -17,8 +17,8 @@ from torch import nn
 
 from steerflow.config import ModelConfig, SolverSpec
 from steerflow.errors import InputError
-from steerflow.model.decoding import (IncrementalDecoder, check_sampling, check_weight,
-                                      sample_contrast, sample_next)
+from steerflow.model.decoding import (IncrementalDecoder, check_sampling, check_seed,
+                                      check_weight, decode_tokens, sample_contrast, sample_next)
 from steerflow.model.layers import Block, KVCache
 from steerflow.model.ode_block import ODEBlock
 
@@ -259,9 +259,7 @@ class SteerFlowGPT(nn.Module):
                ) -> Iterator[torch.Tensor]:
         """Yield the next token ids ``(B,)`` one step at a time (see :meth:`generate`)."""
         check_sampling(max_new_tokens, temperature, top_k, top_p)
-        if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
-                                     and -2 ** 63 <= seed < 2 ** 64):
-            raise InputError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
+        check_seed(seed)
         weight = None if guidance is None else check_weight("guidance", guidance)
         if weight is not None and self.ode is None:
             raise InputError("guidance contrasts the model at u and -u; this is a discrete "
@@ -275,29 +273,20 @@ class SteerFlowGPT(nn.Module):
         if seed is not None:
             generator = torch.Generator(device=idx.device).manual_seed(int(seed))
         if weight:  # guidance: one batched pass at u = 0, u and -u (rows stacked in that order)
-            branches = 3
             decoder = IncrementalDecoder(self, torch.cat([torch.zeros_like(uc), uc, -uc]),
                                          solver, use_cache)
+
+            def next_token(seq: torch.Tensor) -> torch.Tensor:
+                logits = decoder(seq.repeat(3, 1))  # (3B, V)
+                return sample_contrast(*logits.chunk(3), weight, temperature, top_k, top_p,
+                                       greedy, generator)
         else:  # γ = 0 is plain sampling at u = 0, draw for draw
-            branches = 1
             decoder = IncrementalDecoder(self, uc if weight is None else torch.zeros_like(uc),
                                          solver, use_cache)
-        seq = idx.repeat(branches, 1)
-        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            logits = decoder(seq)
-            if branches == 3:
-                token = sample_contrast(*logits.chunk(3), weight, temperature, top_k, top_p,
-                                        greedy, generator)
-            else:
-                token = sample_next(logits, temperature, top_k, top_p, greedy, generator)
-            if eos_id is not None:
-                token = torch.where(finished, torch.full_like(token, eos_id), token)
-                finished |= token == eos_id
-            seq = torch.cat([seq, token.repeat(branches)[:, None]], dim=1)
-            yield token
-            if eos_id is not None and bool(finished.all()):
-                return
+
+            def next_token(seq: torch.Tensor) -> torch.Tensor:
+                return sample_next(decoder(seq), temperature, top_k, top_p, greedy, generator)
+        yield from decode_tokens(next_token, idx, max_new_tokens, eos_id)
 
     def generate(self, idx: torch.Tensor, u: ControlLike = None, max_new_tokens: int = 20, *,
                  temperature: float = 1.0, top_k: Optional[int] = None,
