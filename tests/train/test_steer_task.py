@@ -68,7 +68,7 @@ def test_train_final_norm_trains_ln_f_and_keeps_embeddings_and_head(make_cfg):
 
 
 def test_train_final_norm_is_for_steering_only(make_cfg):
-    with pytest.raises(ConfigError, match="train_final_norm applies to task='steer' only"):
+    with pytest.raises(ConfigError, match="train_final_norm applies to task='steer' or 'distill' only"):
         make_cfg("lm-bad", train_final_norm=True)
 
 
@@ -159,5 +159,5 @@ def test_anchor_is_logged_and_validated(make_cfg):
     assert all(r["anchor_loss"] > 0 for r in records)
     with pytest.raises(ConfigError, match="steer_anchor must be"):
         make_cfg("neg", task="steer", steer_anchor=-1.0)
-    with pytest.raises(ConfigError, match="task='steer' only"):
+    with pytest.raises(ConfigError, match="task='steer' or 'distill' only"):
         make_cfg("lm-anchor", steer_anchor=1.0)

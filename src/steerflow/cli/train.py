@@ -1,7 +1,10 @@
 """``steerflow train``: train a baseline or hybrid model on WikiText-2, or steer a trained one.
 
-Train a discrete baseline or a continuous-depth hybrid on WikiText-2 (--task lm), or train the ODE
-block of a checkpoint on texts labelled with u (--task steer --from CKPT). Writes the final model
+Train a discrete baseline or a continuous-depth hybrid on WikiText-2 (--task lm), train the ODE
+block of a checkpoint on texts labelled with u (--task steer --from CKPT), fine-tune a checkpoint
+into a DExperts expert on one label's SST-2 sentences (--task expert --from CKPT --expert-label
+1|-1), or distill a contrast teacher into the single pass at u (--task distill --from CKPT
+--teacher dexperts:POS,NEG|guidance). Writes the final model
 into --out (save_pretrained, tokenizer included), metrics.jsonl, train_config.json, summary.json and
 resumable checkpoints under OUT/checkpoints/. Data-parallel: torchrun --nproc_per_node=K -m
 steerflow train ... . Exit code 130 when a signal stopped the run (its state is saved; rerun with
@@ -32,10 +35,14 @@ def add_parser(sub) -> None:
     what.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="change a ModelConfig field, e.g. --set alpha_init=0.05 (repeatable; "
                            "VALUE is JSON, else a string)")
-    what.add_argument("--task", choices=["lm", "steer"], help="lm pretraining (default) or steer")
+    what.add_argument("--task", choices=["lm", "steer", "expert", "distill"],
+                      help="lm pretraining (default), steer, expert or distill")
     what.add_argument("--from", dest="init_from", metavar="CKPT",
-                      help="start from this checkpoint folder (required for --task steer)")
-    what.add_argument("--steer-data", help="steering texts: sst2 (default), cloze or a .jsonl file")
+                      help="start from this checkpoint folder (required for steer, expert and "
+                           "distill)")
+    what.add_argument("--steer-data", help="steering texts: sst2 (default), sst2-shaped (after a "
+                                           "neutral opening, loss on the continuation), cloze "
+                                           "or a .jsonl file")
     what.add_argument("--steer-axis", type=int, help="control axis of the sentiment label")
     what.add_argument("--train-discrete", action="store_true", default=None,
                       help="--task steer: also train the discrete blocks")
@@ -60,8 +67,26 @@ def add_parser(sub) -> None:
                       help="--task steer: also train on a WikiText-2 batch at u = 0 each step, "
                            "weighted LAMBDA, so the unsteered model (u = 0) stays the pretrained "
                            "LM on general text (default 0: off)")
-    what.add_argument("--lm-u", choices=["zero", "random"],
-                      help="u during LM pretraining: zero (default, paper 1) or random in [-1, 1]")
+    what.add_argument("--lm-u", choices=["zero", "random", "conditional"],
+                      help="u during LM pretraining: zero (default, paper 1), random in [-1, 1], "
+                           "or conditional: a share of SST-2 sentences at their label's u")
+    what.add_argument("--lm-u-share", type=float, metavar="P",
+                      help="--lm-u conditional: share of SST-2 rows in a batch (0.25)")
+    what.add_argument("--lm-u-dropout", type=float, metavar="P",
+                      help="--lm-u conditional: probability an SST-2 row's u is dropped to 0 (0.1)")
+    what.add_argument("--expert-label", type=int, choices=[1, -1],
+                      help="--task expert: learn the positive (1, default) or negative (-1) "
+                           "SST-2 sentences")
+    what.add_argument("--teacher", dest="distill_teacher", metavar="dexperts:POS,NEG|guidance",
+                      help="--task distill: the contrast the single pass learns, DExperts with "
+                           "two expert checkpoints or the model's own guidance over u")
+    what.add_argument("--teacher-alpha", dest="distill_alpha", type=float, metavar="A",
+                      help="--task distill: the teacher's strength at |u| = 1 (2.0)")
+    what.add_argument("--on-policy", dest="distill_on_policy", type=float, metavar="P",
+                      help="--task distill: share of rows that are openings continued by the "
+                           "teacher (0.5; the rest are WikiText-2 windows)")
+    what.add_argument("--teacher-tokens", dest="distill_tokens", type=int, metavar="N",
+                      help="--task distill: tokens the teacher adds to each opening (20)")
     data = p.add_argument_group("data")
     data.add_argument("--tokenizer", help="gpt2 or bpe:N (default: bpe:<preset vocab> for "
                                           "tiny/small, gpt2 for paper/gpt2)")

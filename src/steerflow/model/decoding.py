@@ -86,12 +86,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def contrast_logits(base: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, weight: float,
-                    temperature: float = 1.0, top_k: Optional[int] = None,
-                    top_p: Optional[float] = None) -> torch.Tensor:
-    """``(z_base + w · (z_plus − z_minus)) / T`` on the base's top-k / nucleus, −inf elsewhere."""
+def contrast_logits(base: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
+                    weight: float | torch.Tensor, temperature: float = 1.0,
+                    top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
+    """``(z_base + w · (z_plus − z_minus)) / T`` on the base's top-k / nucleus, −inf elsewhere.
+
+    ``weight`` is a number or a ``(B, 1)`` tensor (a weight per row)."""
     kept = filter_logits(base, temperature, top_k, top_p)
-    if weight == 0:
+    if not isinstance(weight, torch.Tensor) and weight == 0:
         return kept  # exactly plain sampling from the base
     shift = weight * (plus.float() - minus.float()) / temperature
     return torch.where(torch.isfinite(kept), kept + shift, kept)

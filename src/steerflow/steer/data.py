@@ -6,6 +6,8 @@ Two built-in data sets:
 * ``sst2`` — GLUE SST-2 train sentences, normalised to look like the LM's text (SST-2 is lower-cased
   and PTB-tokenised; the LM saw WikiText), u = +1 for label 1 and −1 for label 0. SST-2 dev is the
   held-out split.
+* ``sst2-shaped`` — the same sentences after a neutral opening of a WikiText-2 train sentence,
+  with the loss on the continuation only (:mod:`steerflow.steer.shaped`).
 * ``cloze`` — short sentences such as "The movie was good ." from several templates and adjective
   pairs, u = ±1. The paper's probe ("The movie was" → " good" / " bad") and its u = 0 numbers (mass
   ≈ 0.95 on good + bad) show it trained on this kind of text.
@@ -32,7 +34,7 @@ import torch
 from steerflow.errors import ConfigError, DataError
 
 TextStyle = Literal["wikitext", "raw"]
-STEER_DATA_CHOICES = ("sst2", "cloze")
+STEER_DATA_CHOICES = ("sst2", "sst2-shaped", "cloze")
 #: split names accepted by :meth:`SteerBatchSource.eval_batches` for the held-out examples
 HELD_OUT_SPLITS = ("valid", "val", "dev", "test")
 
@@ -335,6 +337,16 @@ def steer_examples(kind: str, source, style: TextStyle, control_dim: int = 1, ax
                       f"or a .jsonl file of {{\"text\", \"u\"}} records")
 
 
+def steering_shape(cfg, model) -> tuple[int, int, int]:
+    """``(block, axis, control_dim)`` of a steering run; refuses a discrete model."""
+    block = getattr(cfg, "block_size", None) or model.config.block_size
+    if not model.config.is_hybrid:
+        raise ConfigError("steering needs a hybrid model with an ODE block; this checkpoint is a "
+                          "discrete baseline (ode_span=None)")
+    return (min(int(block), model.config.block_size), int(getattr(cfg, "steer_axis", 0) or 0),
+            model.config.control_dim)
+
+
 def build_steer_source(cfg, model, tokenizer, data_source) -> SteerBatchSource:
     """The batch source for ``steerflow train --task steer``: the training loop's ``BatchSource``.
 
@@ -343,13 +355,30 @@ def build_steer_source(cfg, model, tokenizer, data_source) -> SteerBatchSource:
     ``cfg.steer_axis`` picks the control axis of the sentiment label when ``control_dim > 1``.
     """
     kind = getattr(cfg, "steer_data", None) or "sst2"
-    block = getattr(cfg, "block_size", None) or model.config.block_size
-    block = min(int(block), model.config.block_size)
-    axis = int(getattr(cfg, "steer_axis", 0) or 0)
-    control_dim = model.config.control_dim
-    if not model.config.is_hybrid:
-        raise ConfigError("steering needs a hybrid model with an ODE block; this checkpoint is a "
-                          "discrete baseline (ode_span=None)")
+    block, axis, control_dim = steering_shape(cfg, model)
+    seed = int(getattr(cfg, "seed", 0))
     train, held = steer_examples(kind, data_source, lm_text_style(data_source), control_dim, axis)
-    return SteerBatchSource(train, held, tokenizer, block, seed=int(getattr(cfg, "seed", 0)),
-                            name=str(kind))
+    return SteerBatchSource(train, held, tokenizer, block, seed=seed, name=str(kind))
+
+
+class PlainTextSource(SteerBatchSource):
+    """Labelled texts trained as plain language-model text (u = None): an expert's data."""
+
+    def train_batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        x, y, _ = super().train_batch(step, batch_size, rank, world_size)
+        return x, y, None
+
+    def eval_batches(self, split: str, batch_size: int):
+        for x, y, _ in super().eval_batches(split, batch_size):
+            yield x, y, None
+
+
+def build_expert_source(cfg, model, tokenizer, data_source) -> PlainTextSource:
+    """``steerflow train --task expert``: the SST-2 sentences of label ``cfg.expert_label`` (their
+    dev sentences held out), for a DExperts expert (label 1) or anti-expert (label −1)."""
+    block = min(int(cfg.block_size or model.config.block_size), model.config.block_size)
+    style = lm_text_style(data_source)
+    train, held = (sst2_examples(data_source, split, style) for split in ("train", "dev"))
+    keep = [[e for e in part if e.u[0] == cfg.expert_label] for part in (train, held)]
+    return PlainTextSource(*keep, tokenizer, block, seed=cfg.seed,
+                           name=f"sst2-{'positive' if cfg.expert_label > 0 else 'negative'}")

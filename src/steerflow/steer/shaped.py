@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from steerflow.errors import DataError
-from steerflow.steer.data import SteerBatchSource, SteerExample
+from steerflow.steer.data import (SteerBatchSource, SteerExample, lm_text_style, steer_examples,
+                                  steering_shape)
 
 #: opening lengths in words (drawn uniformly per example)
 OPENING_WORDS = (3, 8)
@@ -112,3 +113,16 @@ class ShapedBatchSource(SteerBatchSource):
         return {**super().describe(), "opening_words": list(OPENING_WORDS),
                 "loss": "continuation only"}
 
+
+
+def build_shaped_source(cfg, model, tokenizer, data_source) -> ShapedBatchSource:
+    """``--steer-data sst2-shaped``: SST-2 sentences after openings of WikiText-2 train sentences."""
+    from steerflow.data import load_lm_texts
+    from steerflow.steer.prompts import sentence_openings
+
+    block, axis, control_dim = steering_shape(cfg, model)
+    openings = sentence_openings(load_lm_texts(data_source)["train"], n_words=OPENING_WORDS[1])
+    train, held = steer_examples("sst2", data_source, lm_text_style(data_source), control_dim, axis)
+    return ShapedBatchSource(shaped_examples(openings, train, cfg.seed),
+                             shaped_examples(openings, held, cfg.seed + 1), tokenizer, block,
+                             cfg.seed)

@@ -25,12 +25,17 @@ from typing import Any, Optional, Union
 from steerflow.config import PRESETS, ModelConfig, _check_fields, _check_types
 from steerflow.errors import ConfigError
 
-TASKS = ("lm", "steer")
+TASKS = ("lm", "steer", "expert", "distill")
+#: tasks that start from a checkpoint (--from)
+FROM_CHECKPOINT = ("steer", "expert", "distill")
+#: tasks that train the ODE block of a checkpoint with the rest frozen
+CONTROL_TASKS = ("steer", "distill")
 MODEL_KINDS = ("baseline", "hybrid")
 DTYPES = ("float32", "bfloat16")
 NONFINITE_ACTIONS = ("skip", "stop")
-LM_U_MODES = ("zero", "random")
-#: options that only ``task="steer"`` accepts (their defaults switch them off)
+LM_U_MODES = ("zero", "random", "conditional")
+#: options that only the control tasks (``steer``, ``distill``) accept (their defaults switch
+#: them off)
 STEER_ONLY = ("steer_anchor", "train_final_norm")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
@@ -57,6 +62,18 @@ RESUME_FREE = frozenset({"out", "resume", "quiet", "data_dir", "cache_dir", "dev
                          "eval_batch_size", "save_every", "keep_checkpoints"})
 
 
+def parse_teacher(spec: str) -> tuple[str, Optional[tuple[str, str]]]:
+    """A distillation teacher: ``"guidance"`` or ``"dexperts:POS,NEG"`` → ``(kind, (pos, neg) or None)``."""
+    if spec == "guidance":
+        return "guidance", None
+    if isinstance(spec, str) and spec.startswith("dexperts:"):
+        parts = spec[len("dexperts:"):].split(",")
+        if len(parts) == 2 and all(parts):
+            return "dexperts", (parts[0], parts[1])
+    raise ConfigError(f"distill_teacher must be 'guidance' or 'dexperts:POS_DIR,NEG_DIR', got "
+                      f"{spec!r}")
+
+
 def default_tokenizer(config_name: str, vocab_size: int) -> str:
     """``bpe:<preset vocab>`` for the small presets, GPT-2's BPE for ``paper``/``gpt2``."""
     return "gpt2" if config_name in ("paper", "gpt2") else f"bpe:{vocab_size}"
@@ -73,7 +90,10 @@ class TrainConfig:
             ``config.json`` holding a :class:`~steerflow.config.ModelConfig`.
         model: ``hybrid`` (ODE block) or ``baseline`` (the discrete model of the same shape).
         model_overrides: ModelConfig fields to change, e.g. ``{"alpha_init": 0.05}``.
-        task: ``lm`` (language-model pretraining) or ``steer`` (train the ODE block of the model in
+        task: ``lm`` (language-model pretraining), ``expert`` (fine-tune every weight of ``init_from``
+            on the SST-2 sentences of one label, ``expert_label``: a DExperts expert),
+            ``distill`` (train the ODE block of ``init_from`` so that one pass at u matches a
+            contrast teacher, :mod:`steerflow.steer.distill`) or ``steer`` (train the ODE block of the model in
             ``init_from`` on texts labelled with u; see :mod:`steerflow.steer.data`).
         init_from: a checkpoint folder to start from (required for ``task="steer"``).
         steer_data: ``sst2``, ``cloze`` or a ``.jsonl`` file of ``{"text", "u"}`` records.
@@ -131,8 +151,18 @@ class TrainConfig:
         resume: continue the run in ``out`` from its last checkpoint (fresh start if none).
         quiet: no progress bar or log lines.
         lm_u: u during LM pretraining: ``zero`` (paper 1: the control is only trained in the
-            steering stage) or ``random`` (u ~ U[-1, 1] per sequence, so the field learns to
-            tolerate u ≠ 0 before steering).
+            steering stage), ``random`` (u ~ U[-1, 1] per sequence, so the field learns to
+            tolerate u ≠ 0 before steering) or ``conditional`` (a share ``lm_u_share`` of the
+            rows are SST-2 sentences at their label's u, dropped to 0 with probability
+            ``lm_u_dropout``: :mod:`steerflow.steer.conditional`).
+        expert_label: with ``task="expert"``, the label whose SST-2 sentences the expert learns
+            (1 positive, −1 negative).
+        distill_teacher: with ``task="distill"``, ``guidance`` (the starting model's own
+            z(0) + γ(z(u) − z(−u))) or ``dexperts:POS_DIR,NEG_DIR`` (two expert checkpoints).
+        distill_alpha: the teacher's strength at |u| = 1 (DExperts' α or guidance's γ).
+        distill_on_policy: the share of each batch's rows that are sentence openings continued by
+            the teacher (the rest are WikiText-2 windows).
+        distill_tokens: how many tokens the teacher adds to each on-policy opening.
         vanish_floor, explode_factor, explode_window: gradient-event thresholds (module docstring).
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
@@ -185,6 +215,13 @@ class TrainConfig:
     resume: bool = False
     quiet: bool = False
     lm_u: str = "zero"
+    lm_u_share: float = 0.25
+    lm_u_dropout: float = 0.1
+    expert_label: int = 1
+    distill_teacher: Optional[str] = None
+    distill_alpha: float = 2.0
+    distill_on_policy: float = 0.5
+    distill_tokens: int = 20
     vanish_floor: float = 1e-6
     explode_factor: float = 10.0
     explode_window: int = 50
@@ -257,8 +294,19 @@ class TrainConfig:
         if not (self.steer_anchor >= 0 and math.isfinite(self.steer_anchor)):
             raise ConfigError(f"steer_anchor must be a finite number >= 0, got {self.steer_anchor}")
         for name in STEER_ONLY:
-            if getattr(self, name) and self.task != "steer":
-                raise ConfigError(f"{name} applies to task='steer' only")
+            if getattr(self, name) and self.task not in CONTROL_TASKS:
+                raise ConfigError(f"{name} applies to task='steer' or 'distill' only")
+        for name, ok, rule in (("lm_u_share", 0 <= self.lm_u_share <= 1, "in [0, 1]"),
+                               ("lm_u_dropout", 0 <= self.lm_u_dropout <= 1, "in [0, 1]"),
+                               ("distill_alpha", self.distill_alpha >= 0, ">= 0"),
+                               ("distill_on_policy", 0 <= self.distill_on_policy <= 1, "in [0, 1]")):
+            if not (ok and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.expert_label not in (-1, 1):
+            raise ConfigError(f"expert_label must be 1 (positive) or -1 (negative), got "
+                              f"{self.expert_label!r}")
+        if self.distill_tokens < 1:
+            raise ConfigError(f"distill_tokens must be >= 1, got {self.distill_tokens}")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
                 isinstance(self.steer_alpha_value, (int, float))
                 and not isinstance(self.steer_alpha_value, bool)
@@ -286,9 +334,16 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be {rule}, got {value}")
 
     def _check_task(self) -> None:
-        if self.task == "steer" and not self.init_from:
-            raise ConfigError("task 'steer' trains the ODE block of a pretrained model; give the "
-                              "checkpoint with --from CKPT")
+        if self.task in FROM_CHECKPOINT and not self.init_from:
+            raise ConfigError(f"task {self.task!r} starts from a pretrained model; give the "
+                              f"checkpoint with --from CKPT")
+        if self.task == "distill":
+            if self.distill_teacher is None:
+                raise ConfigError("task 'distill' needs a teacher: --teacher guidance or "
+                                  "--teacher dexperts:POS_DIR,NEG_DIR")
+            parse_teacher(self.distill_teacher)
+        elif self.distill_teacher is not None:
+            raise ConfigError("distill_teacher applies to task='distill' only")
         if self.init_from is not None and not Path(self.init_from).is_dir():
             raise ConfigError(f"--from {self.init_from}: no such checkpoint folder")
 

@@ -46,7 +46,6 @@ from steerflow.train.consistency import ODECapture, consistency_penalty, fine_so
 if TYPE_CHECKING:  # pragma: no cover
     from steerflow.config import SolverSpec
     from steerflow.train.config import TrainConfig
-    from steerflow.train.tasks import BatchSource
 
 
 # ---------------------------------------------------------------------------- likelihoods
@@ -163,7 +162,7 @@ class Anchor(Objective):
     name = "anchor"
     metric_names = ("anchor_loss",)
 
-    def __init__(self, weight: float, source: "BatchSource") -> None:
+    def __init__(self, weight: float, source: Any) -> None:  # a train.tasks.BatchSource
         self.weight = weight
         self.source = source
 
@@ -208,8 +207,7 @@ class Consistency(Objective):
             return {self.name: self.weight * batch.share * penalty}
 
 
-def build_objectives(cfg: "TrainConfig", model, anchor_source: Optional["BatchSource"]
-                     ) -> list[Objective]:
+def build_objectives(cfg: "TrainConfig", model, anchor_source: Any = None) -> list[Objective]:
     """The terms ``cfg`` asks for, in the order they are added to the loss."""
     objectives: list[Objective] = []
     if cfg.task == "steer" and cfg.steer_discriminative:

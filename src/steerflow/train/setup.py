@@ -27,7 +27,7 @@ from torch import nn
 
 from steerflow.errors import CheckpointError, ConfigError
 from steerflow.train import checkpoint as ckpt
-from steerflow.train.config import TrainConfig
+from steerflow.train.config import CONTROL_TASKS, TrainConfig
 from steerflow.train.distributed import DistContext, barrier, wrap_ddp
 from steerflow.train.metrics import METRICS_FILE, GradientMonitor, truncate_metrics
 from steerflow.train.objectives import Objective, build_objectives
@@ -86,7 +86,7 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
     α stays fixed unless ``train_alpha`` (see ``TrainConfig.steer_alpha``).
     """
     if getattr(model, "ode", None) is None:
-        raise ConfigError("task 'steer' needs a hybrid model with an ODE block; the checkpoint is "
+        raise ConfigError("tasks 'steer' and 'distill' need a hybrid model with an ODE block; the checkpoint is "
                           "a discrete baseline")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -121,7 +121,8 @@ def build_run(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module] = N
     anchor = source_of(cfg.lm_task()) if cfg.steer_anchor else None
     optimizer, scheduler = build_optimizer(raw, cfg)
     run = Run(cfg=cfg, ctx=ctx, tokenizer=tokenizer, model=raw, wrapped=raw, source=source,
-              anchor=anchor, objectives=build_objectives(cfg, raw, anchor), optimizer=optimizer,
+              anchor=anchor, objectives=source_objectives(source) + build_objectives(cfg, raw, anchor),
+              optimizer=optimizer,
               scheduler=scheduler, step=0,
               monitor=GradientMonitor(cfg.vanish_floor, cfg.explode_factor, cfg.explode_window),
               alpha_start=alpha_of(raw))
@@ -130,6 +131,13 @@ def build_run(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module] = N
     if cfg.compile:
         run.wrapped = torch.compile(run.wrapped)
     return run
+
+
+def source_objectives(source: BatchSource) -> list[Objective]:
+    """The objectives a batch source brings for its own rows (``source.objectives()``, e.g. the
+    distillation KL of :class:`~steerflow.steer.distill.DistillSource`); none for most."""
+    make = getattr(source, "objectives", None)
+    return list(make()) if callable(make) else []
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
@@ -175,8 +183,12 @@ class _DataSource:
 
     def required(self) -> tuple[str, ...]:
         cfg = self.cfg
-        need = ["sst2"] if cfg.task == "steer" and cfg.steer_data == "sst2" else []
-        if cfg.task == "lm" or cfg.steer_anchor:
+        labelled = (cfg.task == "expert" or (cfg.task == "lm" and cfg.lm_u == "conditional")
+                    or (cfg.task == "steer" and cfg.steer_data in ("sst2", "sst2-shaped")))
+        need = ["sst2"] if labelled else []
+        general = (cfg.task in ("lm", "distill") or cfg.steer_anchor
+                   or (cfg.task == "steer" and cfg.steer_data == "sst2-shaped"))
+        if general:
             need.append("wikitext-2")
             if cfg.tokenizer_spec() == "gpt2" and not (cfg.out_dir / "tokenizer.json").is_file():
                 need.append("gpt2-tokenizer")
@@ -197,7 +209,7 @@ def _tokenizer(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], d
             read_config(cfg.init_from)
         if (Path(cfg.init_from) / "tokenizer.json").is_file():
             return Tokenizer.load(cfg.init_from)
-        if cfg.task == "steer":
+        if cfg.task != "lm":
             raise CheckpointError(f"{cfg.init_from}: no tokenizer.json saved with the model")
     return main_first(ctx, lambda: load_tokenizer(cfg.tokenizer_spec(), data.get(),
                                                   cfg.cache_path()))
@@ -235,7 +247,7 @@ def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], token
         raise ConfigError(f"block_size {cfg.block_size} exceeds the model's context "
                           f"{model.config.block_size}")
     model.tokenizer = tokenizer
-    if cfg.task == "steer":
+    if cfg.task in CONTROL_TASKS:
         reset_alpha(model, cfg.steer_alpha_value, log)  # a resumed run then loads its own state
         freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
                             cfg.train_final_norm)

@@ -139,13 +139,35 @@ def load_tokenizer(spec: str, source: "DataSource", cache_dir: Path) -> "Tokeniz
 
 def build_batch_source(cfg: "TrainConfig", model, tokenizer: "Tokenizer",
                        data_source: "DataSource", progress: bool = True) -> BatchSource:
-    """The batch source of ``cfg.task``: WikiText-2 windows or the steering data."""
+    """The batch source of ``cfg.task``: WikiText-2 windows (``lm``; mixed with SST-2 for
+    ``lm_u="conditional"``), the steering data (``steer``), one label's SST-2 sentences
+    (``expert``) or the distillation rows (``distill``)."""
+    if cfg.task == "steer" and cfg.steer_data == "sst2-shaped":
+        from steerflow.steer.shaped import build_shaped_source
+
+        return build_shaped_source(cfg, model, tokenizer, data_source)
     if cfg.task == "steer":
         from steerflow.steer.data import build_steer_source
 
         return build_steer_source(cfg, model, tokenizer, data_source)
+    if cfg.task == "expert":
+        from steerflow.steer.data import build_expert_source
+
+        return build_expert_source(cfg, model, tokenizer, data_source)
     from steerflow.data import prepare_lm_data
 
     prepared = prepare_lm_data(data_source, tokenizer, cfg.cache_path(), progress=progress)
-    return LMBatchSource(prepared, model.config.block_size, cfg.seed, cfg.lm_u,
-                         model.config.control_dim)
+    lm = LMBatchSource(prepared, model.config.block_size, cfg.seed,
+                       "zero" if cfg.lm_u == "conditional" else cfg.lm_u, model.config.control_dim)
+    if cfg.task == "distill":
+        from steerflow.steer.distill import build_distill_source
+
+        return build_distill_source(cfg, model, tokenizer, data_source, lm)
+    if cfg.lm_u == "conditional":
+        from steerflow.steer.conditional import ConditionalLMSource
+        from steerflow.steer.data import build_steer_source
+
+        labelled = build_steer_source(cfg.replace(steer_data="sst2"), model, tokenizer,
+                                      data_source)
+        return ConditionalLMSource(lm, labelled, cfg.lm_u_share, cfg.lm_u_dropout, cfg.seed)
+    return lm
