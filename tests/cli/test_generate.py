@@ -125,3 +125,114 @@ def test_bad_inputs_exit_2(ckpts, tmp_path):
         code, out, err = run(argv)
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
         assert out == ""
+
+
+# ---------------------------------------------------------------------------- --guidance, --dexperts
+@pytest.fixture(scope="module")
+def other_tokenizer_ckpt(ckpts):
+    """A tiny checkpoint whose tokenizer was trained on other text."""
+    root, tok = ckpts
+    other = train_bpe(["Quite another corpus , with other words ."] * 20 + TEXT[::-1] * 10, 300)
+    assert other.content_hash() != tok.content_hash()
+    torch.manual_seed(1)
+    model = SteerFlowGPT(ModelConfig.from_name("tiny", vocab_size=other.vocab_size))
+    model.tokenizer = other
+    model.save_pretrained(root / "other-tokenizer")
+    return root / "other-tokenizer"
+
+
+GEN = ["--prompt", "The movie was", "--samples", "3", "--max-new-tokens", "10", "--json",
+       "--threads", "1", "--seed", "3"]
+
+
+def test_guidance_zero_is_exactly_the_u0_text_for_the_same_seed(ckpts):
+    root, _ = ckpts
+    code, at_zero, _ = run(["generate", str(root / "c1"), "--u", "0", *GEN])
+    assert code == 0
+    code, guided, _ = run(["generate", str(root / "c1"), "--u", "1", "--guidance", "0", *GEN])
+    assert code == 0
+    zero = [json.loads(line) for line in at_zero.splitlines()]
+    records = [json.loads(line) for line in guided.splitlines()]
+    # γ = 0 draws from z(0) with the same generator: token for token the u = 0 samples
+    assert [r["tokens"] for r in records] == [r["tokens"] for r in zero]
+    assert [r["text"] for r in records] == [r["text"] for r in zero]
+    assert all(r["guidance"] == 0.0 and r["u"] == [1.0] for r in records)
+    assert all("guidance" not in r for r in zero)  # the plain output keeps its fields
+
+
+@pytest.fixture(scope="module")
+def steerable_ckpt(ckpts):
+    """A tiny hybrid (control_dim 2) whose field output layer is scaled up 1000×: a fresh field
+    starts at std 1e-3 (``OUTPUT_INIT_STD``), so z(u) − z(−u) would be too small to move a draw."""
+    root, tok = ckpts
+    torch.manual_seed(2)
+    model = SteerFlowGPT(ModelConfig.from_name("tiny", vocab_size=tok.vocab_size, control_dim=2))
+    model.ode.field.scale_output_(torch.tensor(1000.0))
+    model.tokenizer = tok
+    model.save_pretrained(root / "steerable")
+    return root / "steerable"
+
+
+def test_guidance_on_a_tiny_hybrid_prints_json_and_samples_the_contrast(ckpts, steerable_ckpt):
+    from steerflow.model.hub import load_model
+
+    _, tok = ckpts
+    outs = {}
+    for gamma in ("0", "3"):
+        code, out, err = run(["generate", str(steerable_ckpt), "--u", "1,-0.5", "--guidance",
+                              gamma, *GEN, "--top-p", "0.9"])
+        assert code == 0, err
+        outs[gamma] = [json.loads(line) for line in out.splitlines()]
+    for r in outs["3"]:
+        assert set(r) == {"prompt", "u", "sample", "text", "tokens", "guidance"}
+        assert r["guidance"] == 3.0 and r["u"] == [1.0, -0.5]
+        assert len(r["tokens"]) == 10 and r["text"] == tok.decode(r["tokens"])
+    # the CLI samples what the library's generate(..., guidance=γ) samples, draw for draw
+    model = load_model(str(steerable_ckpt))
+    idx = torch.tensor([tok.encode("The movie was")]).repeat(3, 1)
+    with torch.inference_mode():
+        want = model.generate(idx, [1.0, -0.5], 10, top_p=0.9, seed=3, guidance=3.0)
+    assert [r["tokens"] for r in outs["3"]] == want[:, idx.shape[1]:].tolist()
+    # and γ = 3 moved the draws away from plain sampling at u = 0
+    assert [r["tokens"] for r in outs["3"]] != [r["tokens"] for r in outs["0"]]
+
+
+def test_dexperts_with_equal_experts_is_the_base_and_json_names_them(ckpts):
+    root, _ = ckpts
+    code, base, _ = run(["generate", str(root / "c1"), "--u", "0", *GEN])
+    same = f"{root / 'c2'},{root / 'c2'}"  # z_pos - z_neg = 0: the base's own draws
+    code, out, err = run(["generate", str(root / "c1"), "--dexperts", same, "--alpha", "2",
+                          "--u", "1", *GEN])
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["tokens"] for r in records] == [json.loads(line)["tokens"] for line in base.splitlines()]
+    assert records[0]["dexperts"] == {"expert": str(root / "c2"), "anti_expert": str(root / "c2"),
+                                      "alpha": 2.0, "direction": 1}
+    code, out, _ = run(["generate", str(root / "discrete"), "--dexperts",
+                        f"{root / 'c1'},{root / 'c2'}", "--u", "-1", *GEN])
+    assert code == 0 and json.loads(out.splitlines()[0])["dexperts"]["direction"] == -1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--guidance", "nan"], "--guidance must be a finite number >= 0"),
+    (["--guidance", "-1"], "--guidance must be a finite number >= 0"),
+    (["--guidance", "1", "--dexperts", "a,b"], "not allowed with"),
+    (["--alpha", "2"], "--dexperts"),
+    (["--dexperts", "only-one"], "two checkpoint folders"),
+    (["--dexperts", "{c1},{c1}", "--alpha", "-1"], "--alpha must be"),
+    (["--dexperts", "{c1},{c1}", "--u", "1,1"], "one number"),
+    (["--dexperts", "{c1},{other}"], "needs models with the same tokenizer"),
+])
+def test_bad_steering_flags_exit_2_with_one_line(ckpts, other_tokenizer_ckpt, flags, message):
+    root, _ = ckpts
+    flags = [f.format(c1=root / "c1", other=other_tokenizer_ckpt) for f in flags]
+    code, out, err = run(["generate", str(root / "c1"), "--prompt", "The movie", *flags])
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert out == "" and len(err.strip().splitlines()) <= 2  # argparse: usage + error line
+
+
+def test_guidance_on_a_discrete_checkpoint_is_refused(ckpts):
+    root, _ = ckpts
+    code, out, err = run(["generate", str(root / "discrete"), "--prompt", "The", "--guidance", "1"])
+    assert code == 2 and "discrete baseline" in err and "hybrid" in err
+    assert out == "" and len(err.strip().splitlines()) == 1

@@ -59,10 +59,13 @@ def add_parser(sub) -> None:
                            "scaled to match (the same model; Adam then moves α·F by A·lr per "
                            "step, not α·lr). auto (default): A = 1 for the mlp field, else keep; "
                            "keep: α as pretrained; init: the config's alpha_init")
-    what.add_argument("--steer-discriminative", type=float, metavar="W",
+    what.add_argument("--steer-discriminative", type=_discriminative_weight, metavar="W",
+                      nargs="?", const=_GEDI,
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "
-                           "+ W (-log P(u | x)) with P(u | x) from the likelihoods at u and -u "
-                           "(default 0: the paper's LM loss; a step costs twice as much)")
+                           "+ W (-log P(u | x)) with P(u | x) = sigmoid(s (l(x|u) - l(x|-u))) from "
+                           "the length-normalised likelihoods at u and -u and a learned scale s "
+                           "(default 0: the paper's LM loss; the flag alone: GeDi's W = 0.2; a "
+                           "step costs twice as much)")
     what.add_argument("--steer-anchor", type=float, metavar="LAMBDA",
                       help="--task steer: also train on a WikiText-2 batch at u = 0 each step, "
                            "weighted LAMBDA, so the unsteered model (u = 0) stays the pretrained "
@@ -105,7 +108,11 @@ def add_parser(sub) -> None:
         opt.add_argument(flag, type=kind, help=text,
                          dest="warmup_steps" if flag == "--warmup" else None)
     opt.add_argument("--ode-consistency", type=float, metavar="LAMBDA",
-                     help="weight of the coarse-vs-rk4 consistency penalty on the ODE block (0)")
+                     help="weight of the coarse-vs-rk4 consistency penalty on the ODE block "
+                          "(default 100 for --task steer and distill, else 0; 0 turns it off)")
+    opt.add_argument("--field-max-norm", type=float, metavar="R",
+                     help="after every step, scale the ODE field's output-layer weight back to "
+                          "Frobenius norm R when larger (default: off)")
     opt.add_argument("--ode-random-steps", type=int, nargs="+", metavar="N",
                      help="draw the training solver's step count from these at each step")
     run = p.add_argument_group("run")
@@ -135,6 +142,23 @@ def add_parser(sub) -> None:
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bar or logs")
     run.add_argument("--json", action="store_true", help="print summary.json's content on stdout")
     p.set_defaults(func=run_command)
+
+
+#: what ``--steer-discriminative`` without a value stands for (argparse passes a string const
+#: through ``type``): GeDi's weight, ``train.config.GEDI_WEIGHT``, read only when the flag is used
+_GEDI = "gedi"
+
+
+def _discriminative_weight(text: str) -> float:
+    """A number, or GeDi's weight for the bare flag (argparse type of --steer-discriminative)."""
+    if text == _GEDI:
+        from steerflow.train.config import GEDI_WEIGHT
+
+        return GEDI_WEIGHT
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
 
 
 def _alpha_value(text: str) -> Any:

@@ -9,7 +9,8 @@ and which parameters are trainable). Each optimizer step:
    the gradient is the same for any number of ranks and micro-batches;
 3. measures gradient norms (total, ODE block, per layer) before clipping, classifies gradient
    events, and on a non-finite loss or gradient skips the update or stops (``on_nonfinite``);
-4. clips, steps AdamW and the warmup + cosine schedule, logs to ``metrics.jsonl``.
+4. clips, steps AdamW and the warmup + cosine schedule, applies the field's max-norm
+   constraint (``field_max_norm``), logs to ``metrics.jsonl``.
 
 Checkpoints hold everything the next step depends on (weights, AdamW moments, schedule, RNG,
 event counters), so ``--resume`` continues bit for bit on CPU.
@@ -39,7 +40,7 @@ from steerflow.train.config import TrainConfig
 from steerflow.train.consistency import training_solver
 from steerflow.train.distributed import all_reduce_sum, any_rank, barrier, cleanup, init_distributed
 from steerflow.train.metrics import METRICS_FILE, MetricsWriter, grad_norms, mean_std, read_metrics
-from steerflow.train.objectives import ForwardPass, MicroBatch, token_nll
+from steerflow.train.objectives import ForwardPass, MicroBatch, objectives_state, token_nll
 from steerflow.train.result import TrainResult
 from steerflow.train.setup import Run, alpha_of, build_run, count_trainable
 from steerflow.train.tasks import BatchSource
@@ -104,6 +105,7 @@ class Trainer:
         self.raw, self.model = run.model, run.wrapped
         self.source, self.anchor = run.source, run.anchor
         self.objectives = run.objectives
+        self.field_constraint = run.field_constraint
         self.optimizer, self.scheduler, self.monitor = run.optimizer, run.scheduler, run.monitor
         self.step, self.resumed_from = run.step, run.resumed_from
         self.nonfinite_steps = run.nonfinite_steps
@@ -158,8 +160,18 @@ class Trainer:
                         raise
                     return math.nan, x.numel(), f"ODE solve failed: {exc}"
             loss_sum += part
+        self._average_objective_grads()
         total = all_reduce_sum(loss_sum.reshape(1), ctx)
         return float(total) / n_global, x.numel() * ctx.world_size, None
+
+    def _average_objective_grads(self) -> None:
+        """The objectives' own parameters live outside DDP: average their gradients over ranks
+        as DDP averages the model's (each rank's term is already its share of the global mean)."""
+        if not self.ctx.enabled:
+            return
+        for p in (p for o in self.objectives for p in o.parameters()):
+            if p.grad is not None:
+                p.grad = all_reduce_sum(p.grad, self.ctx) / self.ctx.world_size
 
     def _micro_step(self, x, y, u, n_global: int, step: int = 0,
                     data: Optional[dict[str, tuple[torch.Tensor, ...]]] = None) -> torch.Tensor:
@@ -220,6 +232,7 @@ class Trainer:
                 torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip,
                                                      torch.tensor(norms.total))
             self.optimizer.step()
+        field_norm = self.field_constraint() if self.field_constraint is not None else None
         with warnings.catch_warnings():  # a skipped first step would warn about the call order
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
@@ -234,6 +247,7 @@ class Trainer:
                 "cpu_s": time.process_time() - cpu0,
                 "vanishing": event.vanishing, "exploding": event.exploding,
                 "skipped": nonfinite, "event": event.reason or None,
+                **({} if field_norm is None else {"field_norm": field_norm}),
                 **{name: float(value) for name, value in self.step_metrics.items()}}
 
     def _on_nonfinite(self, step: int, loss: float, norm: float, failure: Optional[str]) -> None:
@@ -280,9 +294,11 @@ class Trainer:
 
     # -------------------------------------------------------------- checkpoints
     def trainer_state(self) -> dict[str, Any]:
-        return {"monitor": self.monitor.state_dict(), "nonfinite_steps": self.nonfinite_steps,
-                "alpha_start": self.alpha_start, "task": self.cfg.task,
-                "elapsed_s": self.elapsed()}
+        state = {"monitor": self.monitor.state_dict(), "nonfinite_steps": self.nonfinite_steps,
+                 "alpha_start": self.alpha_start, "task": self.cfg.task,
+                 "elapsed_s": self.elapsed()}
+        objectives = objectives_state(self.objectives)
+        return {**state, "objectives": objectives} if objectives else state
 
     def elapsed(self) -> float:
         """Wall-clock seconds of this run, summed over every (re)start."""

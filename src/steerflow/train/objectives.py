@@ -23,24 +23,32 @@ WikiText → review domain shift instead (measured in docs/results/steering_smal
 moves by < 0.02 over u ∈ [−4, 4]). GeDi adds the class posterior of the conditional LM by Bayes'
 rule with a uniform prior,
 
-    P(u | x) = p(x | u) / (p(x | u) + p(x | −u)),
+    P(u | x) = σ(s · (ℓ(x | u) − ℓ(x | −u))),
 
-with ``log p(x | ·)`` normalised by the sequence length, and trains on
-``(1 − w) · L_LM + w · (−log P(u | x))``. The second term is zero-sum between u and −u, so only
-what tells the labels apart lowers it. For a control of several axes the contrast is ``−u``: the
-opposite label on every axis. GeDi also learns a scale for the length-normalised
-log-likelihoods; we keep it fixed at 1.
+with ``ℓ`` the log-likelihood normalised by the sequence length and ``s`` a learned scale (GeDi's
+``logit_scale``, initialised to 1: ``s = 1`` is Bayes' rule ``p(x|u) / (p(x|u) + p(x|−u))`` on
+per-token likelihoods), and trains on ``(1 − w) · L_LM + w · (−log P(u | x))``; salesforce/GeDi
+trains with ``w = 0.2`` (``train.config.GEDI_WEIGHT``). The second term is zero-sum between u and
+−u, so only what tells the labels apart lowers it. Without the scale it cannot saturate: a
+per-token margin of 0.1 nats is P = 0.52, so the term keeps pushing the margin (and the field)
+up; with ``s`` learned, the classifier becomes confident at the margin the data supports and the
+term's gradient fades. We learn ``log s`` (``s`` stays positive and Adam moves it by a factor,
+not by an amount, per step); it is an optimizer parameter of the run, saved with every checkpoint
+(:meth:`Objective.state_dict`). For a control of several axes the contrast is ``−u``: the
+opposite label on every axis.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
 
+from steerflow.errors import CheckpointError
 from steerflow.train.consistency import ODECapture, consistency_penalty, fine_solver
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,12 +74,14 @@ def sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor,
     return -nll.sum(dim=1) / (targets >= 0).sum(dim=1).clamp(min=1)
 
 
-def discriminative_loss(ll_u: torch.Tensor, ll_contrast: torch.Tensor) -> torch.Tensor:
-    """``−log P(u | x)`` per sequence, ``(B,)``: GeDi's Bayes-rule posterior with a uniform prior.
+def discriminative_loss(ll_u: torch.Tensor, ll_contrast: torch.Tensor,
+                        scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """``−log P(u | x)`` per sequence, ``(B,)``: GeDi's posterior with a uniform prior,
+    ``P(u | x) = σ(s · (a − b))`` with ``a = ll_u``, ``b = ll_contrast``, ``s = scale``.
 
-    ``−log (e^a / (e^a + e^b)) = softplus(b − a)`` with ``a = ll_u``, ``b = ll_contrast``.
+    ``−log σ(s·(a − b)) = softplus(s · (b − a))``; ``scale = 1`` is Bayes' rule on ``e^a, e^b``.
     """
-    return F.softplus(ll_contrast - ll_u)
+    return F.softplus(scale * (ll_contrast - ll_u))
 
 
 # ---------------------------------------------------------------------------- what a term sees
@@ -136,24 +146,61 @@ class Objective:
         """The weighted loss terms of this micro-batch, by name (added to the LM term)."""
         return {}
 
+    def parameters(self) -> list[torch.Tensor]:
+        """Parameters of the term itself that the run's optimizer trains (none by default).
+
+        They are not the model's: the loop averages their gradients over ranks itself, and
+        :meth:`state_dict` carries their values into every checkpoint."""
+        return []
+
+    def state_dict(self) -> dict[str, float]:
+        """The term's values a checkpoint must hold to resume bit for bit (floats: JSON)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
 
 class Discriminative(Objective):
-    """GeDi's ``w · (−log P(u | x))``, the batch's own rows against their contrast at −u."""
+    """GeDi's ``w · (−log P(u | x))``, the batch's own rows against their contrast at −u, with
+    the learned scale ``s = exp(log_scale)`` of the class logits (module docstring)."""
 
     name = "discriminative"
+    metric_names = ("gedi_loss", "gedi_scale")
 
-    def __init__(self, weight: float) -> None:
+    def __init__(self, weight: float, device: torch.device | str = "cpu") -> None:
         self.weight = weight
         self.lm_weight = 1 - weight
+        self.log_scale = torch.nn.Parameter(torch.zeros((), device=device))  # s = 1 (GeDi's init)
 
     def extra_rows(self, batch: MicroBatch):
         return batch.x, -batch.u
 
     def terms(self, model, batch, forward, metrics):
+        scale = self.log_scale.exp()
         disc = discriminative_loss(sequence_log_likelihood(forward.logits, batch.y, forward.nll),
-                                   sequence_log_likelihood(forward.rows[self.name], batch.y))  # (b,)
+                                   sequence_log_likelihood(forward.rows[self.name], batch.y),
+                                   scale)  # (b,)
+        metrics["gedi_loss"] += disc.detach().mean() * batch.share  # this rank's mean; no sync
+        metrics["gedi_scale"] += scale.detach() * batch.share
         # the mean over the micro-batch × share gives the global mean under DDP
         return {self.name: self.weight * batch.share * disc.mean()}
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.log_scale]
+
+    def state_dict(self) -> dict[str, float]:
+        # float32 -> Python float -> JSON -> float32 round-trips exactly
+        return {"log_scale": float(self.log_scale.detach())}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        value = state.get("log_scale")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value):
+            raise CheckpointError(f"the discriminative term's log_scale must be a finite number, "
+                                  f"got {value!r}")
+        with torch.no_grad():
+            self.log_scale.fill_(value)
 
 
 class Anchor(Objective):
@@ -207,11 +254,29 @@ class Consistency(Objective):
             return {self.name: self.weight * batch.share * penalty}
 
 
+def objectives_state(objectives: list[Objective]) -> dict[str, dict[str, float]]:
+    """The state of every objective that has parameters, by name (for ``trainer.json``)."""
+    return {o.name: o.state_dict() for o in objectives if o.parameters()}
+
+
+def load_objectives_state(objectives: list[Objective], state: Optional[dict]) -> None:
+    """Restore :func:`objectives_state`; an objective with parameters must find its state."""
+    for o in objectives:
+        if not o.parameters():
+            continue
+        saved = (state or {}).get(o.name)
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"the checkpoint holds no state of the {o.name} term's "
+                                  f"parameters (written by a run without that term)")
+        o.load_state_dict(saved)
+
+
 def build_objectives(cfg: "TrainConfig", model, anchor_source: Any = None) -> list[Objective]:
     """The terms ``cfg`` asks for, in the order they are added to the loss."""
     objectives: list[Objective] = []
     if cfg.task == "steer" and cfg.steer_discriminative:
-        objectives.append(Discriminative(cfg.steer_discriminative))
+        device = next(model.parameters()).device
+        objectives.append(Discriminative(cfg.steer_discriminative, device))
     if anchor_source is not None:
         objectives.append(Anchor(cfg.steer_anchor, anchor_source))
     if cfg.ode_consistency > 0 and getattr(model, "ode", None) is not None:

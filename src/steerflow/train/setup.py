@@ -10,7 +10,8 @@ In order (the order fixes the RNG stream, so a run is a function of its config):
    (``steer_alpha_value``) and everything but the ODE block frozen;
 4. the batch source of the task, the anchor's source, and the objectives
    (:mod:`steerflow.train.objectives`);
-5. AdamW and its schedule, the gradient monitor;
+5. AdamW (over the model's and the objectives' parameters) and its schedule, the gradient
+   monitor, the max-norm constraint on the field (``field_max_norm``);
 6. the newest loadable checkpoint restored on ``--resume``, else a fresh run folder;
 7. DDP wrapping and ``torch.compile``.
 """
@@ -30,8 +31,8 @@ from steerflow.train import checkpoint as ckpt
 from steerflow.train.config import CONTROL_TASKS, TrainConfig
 from steerflow.train.distributed import DistContext, barrier, wrap_ddp
 from steerflow.train.metrics import METRICS_FILE, GradientMonitor, truncate_metrics
-from steerflow.train.objectives import Objective, build_objectives
-from steerflow.train.optim import build_optimizer
+from steerflow.train.objectives import Objective, build_objectives, load_objectives_state
+from steerflow.train.optim import FieldMaxNorm, build_field_constraint, build_optimizer
 from steerflow.train.tasks import BatchSource, build_batch_source, load_tokenizer
 
 CONFIG_FILE = "train_config.json"
@@ -57,6 +58,7 @@ class Run:
     nonfinite_steps: int = 0
     alpha_start: Optional[float] = None
     elapsed_before: float = 0.0  # seconds of earlier (re)starts of this run
+    field_constraint: Optional[FieldMaxNorm] = None  # applied after every optimizer step
 
 
 def run_logger(cfg: TrainConfig, ctx: DistContext) -> Callable[[str], None]:
@@ -119,13 +121,13 @@ def build_run(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module] = N
 
     source = batch_source if batch_source is not None else source_of(cfg)
     anchor = source_of(cfg.lm_task()) if cfg.steer_anchor else None
-    optimizer, scheduler = build_optimizer(raw, cfg)
+    objectives = source_objectives(source) + build_objectives(cfg, raw, anchor)
+    optimizer, scheduler = build_optimizer(raw, cfg, [p for o in objectives for p in o.parameters()])
     run = Run(cfg=cfg, ctx=ctx, tokenizer=tokenizer, model=raw, wrapped=raw, source=source,
-              anchor=anchor, objectives=source_objectives(source) + build_objectives(cfg, raw, anchor),
-              optimizer=optimizer,
-              scheduler=scheduler, step=0,
+              anchor=anchor, objectives=objectives, optimizer=optimizer, scheduler=scheduler,
+              step=0,
               monitor=GradientMonitor(cfg.vanish_floor, cfg.explode_factor, cfg.explode_window),
-              alpha_start=alpha_of(raw))
+              alpha_start=alpha_of(raw), field_constraint=build_field_constraint(raw, cfg))
     run.step = _start(run, log)
     run.wrapped = wrap_ddp(raw, ctx)
     if cfg.compile:
@@ -291,6 +293,12 @@ def _restore(run: Run, log: Callable[[str], None]) -> Optional[int]:
         except CheckpointError as exc:
             errors.append(str(exc))
             log(f"warning: skipping damaged checkpoint {ref.path}: {exc}")
+            continue
+        try:
+            load_objectives_state(run.objectives, state.get("objectives"))
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            log(f"warning: skipping checkpoint {ref.path}: {exc}")
             continue
         run.monitor.load_state_dict(state["monitor"])
         run.nonfinite_steps = int(state["nonfinite_steps"])
