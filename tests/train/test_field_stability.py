@@ -43,7 +43,7 @@ def field_norm(run) -> float:
 
 
 def test_defaults_are_as_documented(make_cfg, pretrained):
-    assert CONTROL_CONSISTENCY == 100.0 and GEDI_WEIGHT == 0.2
+    assert CONTROL_CONSISTENCY == 0.0 and GEDI_WEIGHT == 0.2
     lm = make_cfg("plain")
     assert lm.ode_consistency == 0.0 and lm.field_max_norm is None
     steer = steer_cfg(make_cfg, pretrained, "steer")
