@@ -137,6 +137,23 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("eval steering/zero-prompts", ["eval", "steering", "{hybrid}", *SDATA, "--prompts", "0", *Q], 2, "--prompts"),
     ("eval steering/bad-sst2-header", ["eval", "steering", "{hybrid}", "--base", "{hybrid}", "--data-dir", "{bad_sst2}", "--judge-cache", "{root}/judge", *Q], 2, "header"),
     ("eval steering/out-is-a-file", ["eval", "steering", "{hybrid}", *SDATA, "--out", "{root}/a_file", *Q], 2, "is a file, not a folder"),
+    ("eval steering/negative-guidance-gamma", ["eval", "steering", "{hybrid}", *SDATA, "--guidance-gammas=1,-2", *Q], 2, "--guidance-gammas must be finite numbers >= 0"),
+    ("eval steering/nan-guidance-gamma", ["eval", "steering", "{hybrid}", *SDATA, "--guidance-gammas", "nan", *Q], 2, "--guidance-gammas"),
+    ("eval steering/negative-dexperts-alpha", ["eval", "steering", "{hybrid}", *SDATA, "--dexperts-alphas=-1", *Q], 2, "--dexperts-alphas must be finite numbers >= 0"),
+    ("eval steering/nan-dexperts-alpha", ["eval", "steering", "{hybrid}", *SDATA, "--dexperts-alphas", "1,nan", *Q], 2, "--dexperts-alphas"),
+    ("eval steering/missing-dexperts-checkpoint", ["eval", "steering", "{hybrid}", *SDATA, "--dexperts", "{missing},{discrete}", *Q], 2, "no such checkpoint"),
+    ("eval steering/one-dexperts-checkpoint", ["eval", "steering", "{hybrid}", *SDATA, "--dexperts", "{discrete}", *Q], 2, "two expert checkpoints"),
+    ("eval steering/dexperts-other-tokenizer", ["eval", "steering", "{hybrid}", *SDATA, "--dexperts", "{no_tokenizer},{discrete}", *Q], 2, "different tokenizers"),
+    ("eval steering/guidance-on-discrete-checkpoint", ["eval", "steering", "{discrete}", "--base", "{hybrid}", *SDATA, "--guidance-gammas", "2", *Q], 2, "guidance contrasts it at ±u; this one is discrete"),
+    ("eval steering/missing-scorer", ["eval", "steering", "{hybrid}", *SDATA, "--scorer", "{missing}", *Q], 2, "no such checkpoint"),
+    ("eval steering/scorer-is-the-generator", ["eval", "steering", "{hybrid}", *SDATA, "--scorer", "{hybrid}", *Q], 2, "is the steered model"),
+    ("eval steering/hybrid-scorer", ["eval", "steering", "{hybrid}", *SDATA, "--scorer", "{block_hybrid}", *Q], 2, "give an independently trained discrete LM"),
+    ("eval steering/missing-prompts-file", ["eval", "steering", "{hybrid}", *SDATA, "--prompts-file", "{missing}", *Q], 2, "does not exist"),
+    ("eval steering/empty-prompts-file", ["eval", "steering", "{hybrid}", *SDATA, "--prompts-file", "{root}/empty.txt", *Q], 2, "holds no prompts"),
+    ("eval steering/bad-jsonl-prompts-file", ["eval", "steering", "{hybrid}", *SDATA, "--prompts-file", "{root}/broken.jsonl", *Q], 2, "line 2"),
+    ("eval steering/prompts-file-without-prompt", ["eval", "steering", "{hybrid}", *SDATA, "--prompts-file", "{root}/no_prompt.jsonl", *Q], 2, 'needs a string "prompt" or "text" field'),
+    ("eval steering/zero-caa-sentences", ["eval", "steering", "{hybrid}", *SDATA, "--caa-sentences", "0", *Q], 2, "--caa-sentences"),
+    ("eval steering/unknown-actadd-vector", ["eval", "steering", "{hybrid}", *SDATA, "--actadd-vector", "words", *Q], 2, "invalid choice"),
     # ---------------------------------------------------------------- eval invariance
     ("eval invariance/missing-checkpoint", ["eval", "invariance", "{missing}", *DATA, *Q], 2, "no such checkpoint"),
     ("eval invariance/not-a-checkpoint", ["eval", "invariance", "{not_checkpoint}", *DATA, *Q], 2, "config.json: missing"),
@@ -200,12 +217,13 @@ def _fill(argv: list[str], zoo) -> list[str]:
 
 @pytest.fixture(scope="module")
 def input_files(zoo) -> None:
-    """Prompt files for the generate cases (empty, Latin-1 encoded, broken JSON lines) and a plain
-    file where an output folder is expected."""
+    """Prompt files for the generate and eval steering cases (empty, Latin-1 encoded, broken JSON
+    lines, a line without a prompt) and a plain file where an output folder is expected."""
     (zoo.root / "a_file").write_text("not a folder\n")
     (zoo.root / "empty.txt").write_text("\n  \n")
     (zoo.root / "latin1.txt").write_bytes("un film caf\xe9\n".encode("latin-1"))
     (zoo.root / "broken.jsonl").write_text('{"prompt": "The film"}\n{"prompt": \n')
+    (zoo.root / "no_prompt.jsonl").write_text('{"prompt": "The film"}\n{"id": 2}\n')
 
 
 @pytest.mark.parametrize("name, argv, code, needle", CASES, ids=[c[0] for c in CASES])

@@ -194,8 +194,11 @@ def test_read_prompts_file(tmp_path: Path):
     plain = tmp_path / "p.txt"
     plain.write_text("First prompt\n\nSecond one \n")
     assert read_prompts_file(plain) == ["First prompt", "Second one "]
-    jsonl.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
-    with pytest.raises(InputError, match="line 2"):
-        read_prompts_file(jsonl)
+    jsonl.write_text('{"prompt": "ok"}\n{"text": "a text field"}\n')
+    assert read_prompts_file(jsonl) == ["ok", "a text field"]  # "text" stands for "prompt"
+    for bad in ('{"id": 3}', '{"prompt": 5}', '["a list"]'):
+        jsonl.write_text('{"prompt": "ok"}\n' + bad + "\n")
+        with pytest.raises(InputError, match=r"line 2.*\"prompt\" or \"text\""):
+            read_prompts_file(jsonl)
     with pytest.raises(InputError, match="does not exist"):
         read_prompts_file(tmp_path / "missing.txt")

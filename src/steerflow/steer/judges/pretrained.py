@@ -21,6 +21,7 @@ class VaderJudge(Judge):
 
     name = "vader"
     threshold = 0.05
+    classifier = False  # a lexicon: reported, never a gate
 
     def __init__(self) -> None:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
