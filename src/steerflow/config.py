@@ -206,6 +206,8 @@ class ModelConfig:
     time_conditioning: bool = True
     alpha_init: float = 0.1
     alpha_shape: str = "scalar"
+    #: u enters the field as ``control_gain · W_u u`` (:class:`~steerflow.model.vector_fields.ControlledLinear`)
+    control_gain: float = 1.0
     contractive_gamma: float = 1.0
     train_solver: SolverSpec = dataclasses.field(default_factory=_default_train_solver)
     eval_solver: SolverSpec = dataclasses.field(default_factory=_default_eval_solver)
@@ -244,6 +246,8 @@ class ModelConfig:
                 )
         if not (self.alpha_init > 0 and math.isfinite(self.alpha_init)):
             raise ConfigError(f"alpha_init must be a positive finite number, got {self.alpha_init}")
+        if not (self.control_gain > 0 and math.isfinite(self.control_gain)):
+            raise ConfigError(f"control_gain must be a positive finite number, got {self.control_gain}")
         if not (self.contractive_gamma > 0 and math.isfinite(self.contractive_gamma)):
             raise ConfigError(f"contractive_gamma must be > 0, got {self.contractive_gamma}")
 

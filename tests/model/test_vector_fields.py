@@ -186,3 +186,23 @@ def test_contractive_flow_shrinks_perturbations():
     gap1 = (block(x, u, solver) - block(y, u, solver)).norm(dim=-1)
     # rk4 with 16 steps on a field with Lipschitz ≤ 1.9γ is accurate to ~1e-6 relative
     assert (gap1 <= gap0 * torch.exp(torch.tensor(-0.1 * 2.0)) * (1 + 1e-6)).all()
+
+
+def test_control_gain_scales_the_u_term_and_set_gain_keeps_the_function():
+    torch.manual_seed(0)
+    layer = ControlledLinear(D, 20, control_dim=2, time=True, gain=3.0).double()
+    x = torch.randn(2, 5, D, dtype=torch.float64)  # (B, T, d)
+    u = torch.randn(2, 1, 2, dtype=torch.float64)  # (B, 1, c)
+    tau = torch.tensor(0.25, dtype=torch.float64)
+    W = layer.linear.weight
+    by_hand = (x @ W[:, :D].T + tau * W[:, D] + 3.0 * (u @ W[:, D + 1:].T) + layer.linear.bias)
+    torch.testing.assert_close(layer(x, tau, u), by_hand, rtol=1e-12, atol=1e-12)
+    before = layer(x, tau, u)
+    layer.set_gain_(40.0)
+    assert layer.gain == 40.0
+    # W_u scaled by 3/40 and the gain by 40/3: the same function up to float64 rounding
+    torch.testing.assert_close(layer(x, tau, u), before, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        layer.linear.weight[:, D + 1:] += 1.0  # one unit of W_u now moves the output 40 times more
+    torch.testing.assert_close(layer(x, tau, u) - before,
+                               40.0 * (u @ torch.ones(2, 20, dtype=torch.float64)).expand(2, 5, 20))

@@ -164,3 +164,28 @@ def test_anchor_is_logged_and_validated(make_cfg):
         make_cfg("neg", task="steer", steer_anchor=-1.0)
     with pytest.raises(ConfigError, match="task='steer' or 'distill' only"):
         make_cfg("lm-anchor", steer_anchor=1.0)
+
+
+def test_control_gain_rewrites_the_field_and_the_checkpoint_keeps_it(make_cfg):
+    from steerflow.model.hub import load_model
+
+    lm = make_cfg("lm-gain", steps=2)
+    train(lm)
+    steer = make_cfg("steer-gain", task="steer", init_from=lm.out, steer_data="cloze",
+                     tokenizer=None, steps=1, lr=1e-12, warmup_steps=0, control_gain=25.0)
+    train(steer)
+    base, steered = load_model(lm.out).eval(), load_model(steer.out).eval()
+    assert base.config.control_gain == 1.0 and steered.config.control_gain == 25.0
+    before = load_file(str(Path(lm.out) / "model.safetensors"))["ode.field.fc_in.linear.weight"]
+    after = load_file(str(Path(steer.out) / "model.safetensors"))["ode.field.fc_in.linear.weight"]
+    d = base.config.n_embd + 1  # columns [x | τ | u]
+    # lr 1e-12: one step leaves the weights where the rewrite put them (W_u / 25)
+    torch.testing.assert_close(after[:, d:], before[:, d:] / 25.0, rtol=1e-6, atol=1e-9)
+    x = torch.randint(0, base.config.vocab_size, (2, 6))
+    torch.testing.assert_close(steered(x, u=1.0)[0], base(x, u=1.0)[0], rtol=1e-4, atol=1e-4)
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ConfigError, match="control_gain"):
+            make_cfg("bad-gain", task="steer", init_from=lm.out, steer_data="cloze",
+                     tokenizer=None, control_gain=bad)
+    with pytest.raises(ConfigError, match="control_gain applies"):
+        make_cfg("lm-gain-bad", control_gain=2.0)

@@ -59,6 +59,10 @@ def add_parser(sub) -> None:
                            "scaled to match (the same model; Adam then moves α·F by A·lr per "
                            "step, not α·lr). auto (default): A = 1 for the mlp field, else keep; "
                            "keep: α as pretrained; init: the config's alpha_init")
+    what.add_argument("--control-gain", dest="control_gain", type=float, metavar="G",
+                      help="--task steer/distill: u enters the field as G·W_u·u with W_u scaled "
+                           "by 1/G first (the same model; Adam then moves u's effect G times "
+                           "faster; default: the checkpoint's gain)")
     what.add_argument("--steer-discriminative", type=_discriminative_weight, metavar="W",
                       nargs="?", const=_GEDI,
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "

@@ -36,14 +36,19 @@ OUTPUT_INIT_STD = 1e-3
 
 
 class ControlledLinear(nn.Module):
-    """``Linear(Concat(x, τ, u))`` applied blockwise: ``W_x x + W_τ τ + W_u u + b``.
+    """``Linear(Concat(x, τ, g·u))`` applied blockwise: ``W_x x + W_τ τ + g · W_u u + b``.
 
-    x: ``(B, T, d_in)``, τ: scalar tensor, u: ``(B, 1, c)`` or None.
+    x: ``(B, T, d_in)``, τ: scalar tensor, u: ``(B, 1, c)`` or None. The control gain ``g``
+    (``ModelConfig.control_gain``) sets how fast u's effect moves under Adam, whose steps are
+    about one learning rate per weight whatever the gradient: u is one input among ``d_in``
+    normalised features, and at g = 1 a few hundred steps move ``W_u u`` by a fraction of one
+    feature's share (:meth:`set_gain_` changes g and rescales ``W_u``: the same function).
     """
 
-    def __init__(self, d_in: int, d_out: int, control_dim: int, time: bool, bias: bool = True):
+    def __init__(self, d_in: int, d_out: int, control_dim: int, time: bool, bias: bool = True,
+                 gain: float = 1.0):
         super().__init__()
-        self.d_in, self.control_dim, self.time = d_in, control_dim, time
+        self.d_in, self.control_dim, self.time, self.gain = d_in, control_dim, time, float(gain)
         self.linear = nn.Linear(d_in + int(time) + control_dim, d_out, bias=bias)
 
     def forward(self, x: torch.Tensor, tau: torch.Tensor, u: Optional[torch.Tensor]) -> torch.Tensor:
@@ -55,8 +60,16 @@ class ControlledLinear(nn.Module):
             extra = t_term if extra is None else extra + t_term
         if self.control_dim:
             u_term = F.linear(u, W[:, self.d_in + int(self.time):])  # (B, 1, d_out)
+            if self.gain != 1.0:
+                u_term = self.gain * u_term
             extra = u_term if extra is None else extra + u_term
         return y if extra is None else y + extra
+
+    @torch.no_grad()
+    def set_gain_(self, gain: float) -> None:
+        """Use gain ``gain`` with ``W_u`` scaled by ``old / gain``: ``g · W_u`` is unchanged."""
+        self.linear.weight[:, self.d_in + int(self.time):] *= self.gain / float(gain)
+        self.gain = float(gain)
 
 
 class VectorField(nn.Module):
@@ -108,7 +121,7 @@ class MLPField(VectorField):
         self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
                        if config.injection == "add" else None)
         self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
-                                      config.time_conditioning)
+                                      config.time_conditioning, gain=config.control_gain)
         self.act = _ACTIVATIONS[config.field_activation]()
         self.fc_out = nn.Linear(config.field_hidden, d)
         nn.init.normal_(self.fc_out.weight, std=OUTPUT_INIT_STD)
@@ -142,7 +155,7 @@ class BlockField(VectorField):
         self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
                        if config.injection == "add" else None)
         self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
-                                      config.time_conditioning)
+                                      config.time_conditioning, gain=config.control_gain)
         self.act = _ACTIVATIONS[config.field_activation]()
         self.fc_out = nn.Linear(config.field_hidden, d)
         nn.init.normal_(self.fc_out.weight, std=OUTPUT_INIT_STD)
@@ -179,7 +192,7 @@ class ContractiveField(VectorField):
         self.u_proj = (nn.Linear(config.control_dim, d, bias=False)
                        if config.injection == "add" else None)
         self.fc_in = ControlledLinear(d, config.field_hidden, _control_width(config),
-                                      config.time_conditioning)
+                                      config.time_conditioning, gain=config.control_gain)
         self.act = _ACTIVATIONS[config.field_activation]()
         self.fc_out = nn.Linear(config.field_hidden, d)
 

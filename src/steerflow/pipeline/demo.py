@@ -16,19 +16,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.errors import ConfigError
+from steerflow.pipeline.environment import (Environment, data_source, device, train_config,
+                                            train_to_completion)
 from steerflow.pipeline.paths import PATHS
 from steerflow.pipeline.stages import Stage, StageContext, StageRunner
+from steerflow.pipeline.steering import (SAMPLE_PROMPTS, SAMPLE_US, stage_distill, stage_samples,
+                                         stage_steer, stage_steering_eval, steer_output)
 
-#: the u values the report shows sample generations for
-SAMPLE_US = (-1.0, 0.0, 1.0)
-SAMPLE_PROMPTS = ("The movie was", "The film", "In the end , the story")
-
+__all__ = ["Environment", "RunSettings", "SCALES", "SAMPLE_PROMPTS", "SAMPLE_US", "build_stages",
+           "run_pipeline", "stage_seconds"]
 
 @dataclass(frozen=True)
 class RunSettings:
     """Sizes of every stage. :data:`SCALES` holds the named presets.
 
     ``lm_steps``/``lm_batch_size``/``lm_lr`` of None take the training defaults of ``config``.
+    The ``steer_*`` and ``distill_*`` fields are the steering recipe
+    (:mod:`steerflow.pipeline.steering`); ``distill_steps=None`` skips the distillation stage.
     """
 
     config: str = "small"
@@ -39,15 +43,24 @@ class RunSettings:
     steer_data: str = "sst2"
     steer_discriminative: float = 0.0
     steer_consistency: float = 0.0
+    steer_train_discrete: bool = False
+    steer_final_norm: bool = False
+    steer_anchor: float = 0.0
     steer_steps: int = 200
     steer_batch_size: int = 32
     steer_lr: float = 3e-3
+    distill_steps: Optional[int] = None
+    distill_gamma: float = 2.0
+    distill_on_policy: float = 0.5
+    distill_batch_size: int = 16
+    distill_lr: float = 1e-3
     eval_prompts: int = 50
     eval_samples: int = 4
     eval_new_tokens: int = 20
     sweep_points: int = 21
     open_us: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     actadd_coefs: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
+    guidance_gammas: tuple[float, ...] = (2.0,)
     invariance_batches: int = 2
     probe_batches: int = 1
     probe_examples: int = 8
@@ -73,7 +86,8 @@ class RunSettings:
 SCALES: dict[str, RunSettings] = {
     # CI smoke run: seconds per stage
     "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze",
-                        steer_steps=30, steer_batch_size=16, eval_prompts=4, eval_samples=2,
+                        steer_steps=30, steer_batch_size=16, distill_steps=4,
+                        distill_batch_size=4, guidance_gammas=(1.0,), eval_prompts=4, eval_samples=2,
                         eval_new_tokens=8, sweep_points=5, open_us=(-1.0, 0.0, 1.0),
                         actadd_coefs=(-4.0, 0.0, 4.0), invariance_batches=1, probe_examples=2,
                         probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
@@ -97,119 +111,22 @@ SCALES: dict[str, RunSettings] = {
 }
 
 
-@dataclass(frozen=True)
-class Environment:
-    """Where data comes from and where the run happens (not part of the stage fingerprint)."""
-
-    data_dir: Optional[str] = None
-    cache_dir: Optional[str] = None
-    device: str = "auto"
-    threads: Optional[int] = None
-    quiet: bool = False
-
-
 # ----------------------------------------------------------------------------- stages
-def _source(env: Environment):
-    from steerflow.data import resolve_data_source
-
-    return resolve_data_source(env.data_dir)
-
-
-def _train_config(s: RunSettings, env: Environment, **kw):
-    from steerflow.train.config import TrainConfig
-
-    return TrainConfig(config=s.config, data_dir=env.data_dir, cache_dir=env.cache_dir,
-                       device=env.device, threads=env.threads, quiet=env.quiet, seed=s.seed, **kw)
-
-
 def stage_lm(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
         from steerflow.experiments.gradient_stability import (run_gradient_stability,
                                                               write_gradient_stability)
 
-        base = _train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
+        base = train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
                              batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches)
         results = run_gradient_stability(base, ctx.out_dir / PATHS.lm,
                                          command="steerflow demo (stage lm)")
         write_gradient_stability(results, ctx.out_dir / PATHS.lm)
-        return {"source": _source(env).describe(), "tokenizer": results["tokenizer"],
+        return {"source": data_source(env).describe(), "tokenizer": results["tokenizer"],
                 "steps": results["steps"], "baseline": results["baseline"],
                 "hybrid": results["hybrid"], "comparison": results["comparison"],
                 "paper": results["paper"]}
     return run
-
-
-def stage_steer(s: RunSettings, env: Environment):
-    def run(ctx: StageContext) -> dict:
-        from steerflow.train.loop import train
-
-        out = ctx.out_dir / PATHS.steered
-        cfg = _train_config(s, env, out=str(out), task="steer",
-                            init_from=str(ctx.out_dir / PATHS.hybrid), steer_data=s.steer_data,
-                            steer_discriminative=s.steer_discriminative,
-                            ode_consistency=s.steer_consistency,
-                            steps=s.steer_steps, batch_size=s.steer_batch_size, lr=s.steer_lr,
-                            resume=(out / "train_config.json").is_file())
-        summary = train(cfg).summary()
-        if not summary.get("completed"):
-            raise KeyboardInterrupt  # the run saved its state; re-running resumes it
-        return {"steer_data": s.steer_data, "steps": summary["step"],
-                "trainable_params": summary.get("trainable_params"),
-                "final_loss": summary["final_loss"],
-                "alpha_start": summary.get("alpha_start"), "alpha_end": summary.get("alpha_end")}
-    return run
-
-
-def _load(ctx: StageContext, rel: str, env: Environment):
-    from steerflow.model.hub import load_model
-
-    return load_model(ctx.out_dir / rel, _device(env))
-
-
-def stage_samples(s: RunSettings, env: Environment):
-    def run(ctx: StageContext) -> dict:
-        import torch
-
-        model = _load(ctx, PATHS.steered, env)
-        tok = model.tokenizer
-        rows = []
-        for prompt in SAMPLE_PROMPTS:
-            idx = torch.tensor([tok.encode(prompt)])
-            for u in SAMPLE_US:
-                out = model.generate(idx, u=u, max_new_tokens=s.eval_new_tokens, top_p=0.9,
-                                     seed=s.seed)
-                rows.append({"prompt": prompt, "u": u,
-                             "text": tok.decode(out[0, idx.shape[1]:].tolist())})
-        return {"samples": rows}
-    return run
-
-
-def stage_steering_eval(s: RunSettings, env: Environment):
-    def run(ctx: StageContext) -> dict:
-        from steerflow.steer.evaluate import Models, evaluate_steering
-        from steerflow.steer.report import to_json, write_results
-        from steerflow.steer.settings import SteeringEvalConfig
-
-        names = {"steered": PATHS.steered, "base": PATHS.hybrid, "baseline": PATHS.baseline}
-        models = Models(steered=_load(ctx, PATHS.steered, env),
-                        base=_load(ctx, PATHS.hybrid, env),
-                        baseline=_load(ctx, PATHS.baseline, env), names=names,
-                        steer_data=s.steer_data)
-        cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
-                                 max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
-                                 open_us=s.open_us, actadd_coefs=s.actadd_coefs,
-                                 seed=s.seed, progress=not env.quiet,
-                                 judge_cache=str(_cache_dir(env) / "judges"))
-        results = evaluate_steering(models, _source(env), cfg)
-        write_results(results, ctx.out_dir / PATHS.steering)
-        return to_json(results)
-    return run
-
-
-def _cache_dir(env: Environment) -> Path:
-    from steerflow.data.cache import resolve_cache_dir
-
-    return resolve_cache_dir(env.cache_dir)
 
 
 def stage_invariance(s: RunSettings, env: Environment):
@@ -217,7 +134,7 @@ def stage_invariance(s: RunSettings, env: Environment):
         from steerflow.analysis.inputs import load_hybrid_with_batches
         from steerflow.analysis.invariance import run_invariance, write_invariance
 
-        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, _device(env),
+        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, device(env),
                                                   env.data_dir, env.cache_dir,
                                                   max_batches=s.invariance_batches)
         result = run_invariance(model, batches, progress=not env.quiet)
@@ -232,7 +149,7 @@ def stage_probe(s: RunSettings, env: Environment):
         from steerflow.analysis.settings import ProbeSettings
         from steerflow.analysis.solver_probing import run_probe, write_probe
 
-        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, _device(env),
+        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, device(env),
                                                   env.data_dir, env.cache_dir,
                                                   max_batches=s.probe_batches)
         pairs = sst2_dev(env.data_dir)[: s.probe_sentences]
@@ -246,17 +163,13 @@ def stage_probe(s: RunSettings, env: Environment):
 def stage_contractive(s: RunSettings, env: Environment):
     """A hybrid LM with the contractive vector field, trained like the hybrid (paper 2 option)."""
     def run(ctx: StageContext) -> dict:
-        from steerflow.train.loop import train
-
         out = ctx.out_dir / PATHS.contractive
-        cfg = _train_config(s, env, out=str(out), model="hybrid",
-                            model_overrides={"field": "contractive"},
-                            steps=s.contractive_steps or s.lm_steps, batch_size=s.lm_batch_size,
-                            lr=s.lm_lr, test_batches=s.test_batches,
-                            resume=(out / "train_config.json").is_file())
-        summary = train(cfg).summary()
-        if not summary.get("completed"):
-            raise KeyboardInterrupt
+        cfg = train_config(s, env, out=str(out), model="hybrid",
+                           model_overrides={"field": "contractive"},
+                           steps=s.contractive_steps or s.lm_steps, batch_size=s.lm_batch_size,
+                           lr=s.lm_lr, test_batches=s.test_batches,
+                           resume=(out / "train_config.json").is_file())
+        summary = train_to_completion(cfg)
         return {"steps": summary["step"], "final_loss": summary["final_loss"],
                 "val_loss": summary.get("evals", {}).get("valid", {}).get("loss")}
     return run
@@ -276,17 +189,9 @@ def stage_flow(s: RunSettings, env: Environment):
                          grid_points=s.flow_grid_points, traj_steps=s.flow_traj_steps,
                          loss_batches=s.flow_loss_batches,
                          refinement=s.flow_refinement, refinement_iters=s.flow_refinement_iters,
-                         seed=s.seed, device=_device(env))
+                         seed=s.seed, device=device(env))
         return write_flow(run_flow(cfg, progress=not env.quiet), cfg.out)
     return run
-
-
-def _device(env: Environment) -> str:
-    if env.device != "auto":
-        return env.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def stage_bench(s: RunSettings, env: Environment):
@@ -294,7 +199,7 @@ def stage_bench(s: RunSettings, env: Environment):
         from steerflow.bench.options import BenchOptions
         from steerflow.bench.suite import run_bench, write_bench
 
-        device = _device(env)
+        device = device(env)
         opts = (BenchOptions.quick_options(device=device) if s.bench_quick
                 else BenchOptions(config=s.config, device=device))
         result = run_bench(opts)
@@ -336,7 +241,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
     """
     t = stage_seconds(s.config)
     lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches", "seed"]
-    return [
+    stages = [
         Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
               stage_lm(s, env), t["lm"], settings=lm_settings,
               outputs=[f"{PATHS.baseline}/model.safetensors", f"{PATHS.hybrid}/model.safetensors",
@@ -346,14 +251,23 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
               outputs=[f"{PATHS.contractive}/model.safetensors"]),
         Stage("steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
               t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
+                                    "steer_train_discrete", "steer_final_norm", "steer_anchor",
                                     "steer_steps", "steer_batch_size", "steer_lr"],
-              outputs=[f"{PATHS.steered}/model.safetensors"]),
+              outputs=[f"{steer_output(s)}/model.safetensors"]),
+    ]
+    if s.distill_steps:
+        stages.append(Stage(
+            "distill", f"distill guidance (γ = {s.distill_gamma:g}) into one pass at u",
+            stage_distill(s, env), t.get("distill", t["steer"]),
+            settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("distill_")],
+            outputs=[f"{PATHS.steered}/model.safetensors"]))
+    stages += [
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
               t["samples"], settings=["eval_new_tokens"]),
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
               stage_steering_eval(s, env), t["steering"],
               settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points",
-                        "open_us", "actadd_coefs"],
+                        "open_us", "actadd_coefs", "guidance_gammas"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
               t["invariance"], settings=["invariance_batches"],
@@ -370,6 +284,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
               t["bench"], settings=["bench_quick"],
               outputs=[f"{PATHS.bench}/results.json"]),
     ]
+    return stages
 
 
 def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Environment(),
@@ -383,7 +298,7 @@ def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Envi
 
     out = Path(out)
     start = time.perf_counter()
-    _source(env)  # fail fast, with the one clear message, when no data can be found
+    data_source(env)  # fail fast, with the one clear message, when no data can be found
     stages = build_stages(settings, env)
     if expected_s is not None and expected_s > 0:
         factor = expected_s / sum(stage.estimate_s for stage in stages)
@@ -394,7 +309,7 @@ def run_pipeline(out: str | Path, settings: RunSettings, env: Environment = Envi
     results = runner.run()
     elapsed = time.perf_counter() - start
     return write_report(out, settings, results, elapsed, reused=runner.reused,
-                        source=_source(env).describe())
+                        source=data_source(env).describe())
 
 
 def _log(message: str) -> None:

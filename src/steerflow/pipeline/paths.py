@@ -13,6 +13,8 @@ class RunPaths:
 
     lm: str = "lm"
     steered: str = "steered"
+    #: the steering stage's model when a distillation stage follows it
+    conditional: str = "steer/conditional"
     steering: str = "steering"
     invariance: str = "invariance"
     probe: str = "probe"

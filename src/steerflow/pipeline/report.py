@@ -40,6 +40,7 @@ def build_report(out: Path, settings, results: dict[str, dict], elapsed: float,
                "baseline": lm.get("baseline", {}), "hybrid": lm.get("hybrid", {}),
                "comparison": lm.get("comparison", {})},
         "steer_training": results.get("steer", {}),
+        "distill": results.get("distill", {}),
         "samples": _get(results, "samples", "samples", default=[]),
         "steering": {
             "probe": steering.get("probe", {}),
@@ -138,6 +139,17 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _recipe(s: dict[str, Any]) -> str:
+    """The steering recipe of the run in words (:mod:`steerflow.pipeline.steering`)."""
+    what = "the ODE block and the discrete blocks" if s.get("steer_train_discrete") else "only the ODE block"
+    text = f"trained {what} to follow u on `{s['steer_data']}` ({s['steer_steps']} steps)"
+    if s.get("distill_steps"):
+        text += (f", then distilled that model's guidance over u (γ = {s['distill_gamma']:g}) into "
+                 f"the single pass at u ({s['distill_steps']} steps); every steered number below "
+                 "is one forward pass per token")
+    return text
+
+
 def markdown(r: dict[str, Any]) -> str:
     s = r["settings"]
     lines = [
@@ -145,8 +157,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['date']} · {r['machine'].get('cpu', '?')} · torch {r['machine'].get('torch', '?')} · "
         f"{_num(r['elapsed_s'] / 60, '.1f')} min · data: {r['data_source']}", "",
         f"Trained a discrete baseline and a hybrid (`{s['config']}` preset, tokenizer "
-        f"`{r['lm'].get('tokenizer')}`, {r['lm'].get('steps')} LM steps each), then trained only "
-        f"the ODE block to follow u on `{s['steer_data']}` ({s['steer_steps']} steps). "
+        f"`{r['lm'].get('tokenizer')}`, {r['lm'].get('steps')} LM steps each), then {_recipe(s)}. ",
         "The paper's numbers come from its own configuration (6 layers, d=256, GPT-2 BPE); "
         "ours are for the preset named above.", "",
         "## Headline numbers", "",

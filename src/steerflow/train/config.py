@@ -36,7 +36,7 @@ NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random", "conditional")
 #: options that only the control tasks (``steer``, ``distill``) accept (their defaults switch
 #: them off)
-STEER_ONLY = ("steer_anchor", "train_final_norm")
+STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
@@ -108,6 +108,9 @@ class TrainConfig:
         init_from: a checkpoint folder to start from (required for ``task="steer"``).
         steer_data: ``sst2``, ``cloze`` or a ``.jsonl`` file of ``{"text", "u"}`` records.
         steer_axis: the control axis the sentiment label drives when ``control_dim > 1``.
+        control_gain: with ``task="steer"`` or ``"distill"``, before the first step set the
+            field's control gain g (u enters as ``g·W_u u``) and scale ``W_u`` by ``1/g``: the same
+            model, whose u-effect Adam then moves g times faster (None: keep the checkpoint's).
         steer_alpha: with ``task="steer"``, ``frozen`` (default) keeps α at its pretrained value;
             ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
             learning rate per step and the steering run diverges once α ≈ 1).
@@ -200,6 +203,7 @@ class TrainConfig:
     train_final_norm: bool = False
     steer_alpha: str = "frozen"
     steer_alpha_value: Union[str, float] = "auto"
+    control_gain: Optional[float] = None
     steer_discriminative: float = 0.0
     steer_anchor: float = 0.0
     tokenizer: Optional[str] = None
@@ -319,6 +323,10 @@ class TrainConfig:
         for name in STEER_ONLY:
             if getattr(self, name) and self.task not in CONTROL_TASKS:
                 raise ConfigError(f"{name} applies to task='steer' or 'distill' only")
+        if self.control_gain is not None and not (
+                isinstance(self.control_gain, (int, float)) and not isinstance(self.control_gain, bool)
+                and math.isfinite(self.control_gain) and self.control_gain > 0):
+            raise ConfigError(f"control_gain must be a positive number, got {self.control_gain!r}")
         for name, ok, rule in (("lm_u_share", 0 <= self.lm_u_share <= 1, "in [0, 1]"),
                                ("lm_u_dropout", 0 <= self.lm_u_dropout <= 1, "in [0, 1]"),
                                ("distill_alpha", self.distill_alpha >= 0, ">= 0"),

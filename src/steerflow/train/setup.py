@@ -18,6 +18,8 @@ In order (the order fixes the RNG stream, so a run is a function of its config):
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +235,23 @@ def reset_alpha(model: nn.Module, value, log: Callable[[str], None]) -> None:
         f"{old / target:.4g} (the same model)")
 
 
+def set_control_gain(model: nn.Module, gain: Optional[float], log: Callable[[str], None]) -> None:
+    """``TrainConfig.control_gain``: the field's control gain g, with ``W_u`` rescaled (same model)."""
+    from steerflow.model.vector_fields import ControlledLinear
+
+    ode = getattr(model, "ode", None)
+    if gain is None or ode is None:
+        return
+    layers = [m for m in ode.field.modules() if isinstance(m, ControlledLinear) and m.control_dim]
+    if not layers:
+        raise ConfigError("control_gain needs u concatenated into the field (injection='concat')")
+    old = model.config.control_gain
+    for layer in layers:
+        layer.set_gain_(gain)
+    model.config = dataclasses.replace(model.config, control_gain=float(gain))
+    log(f"control gain: {old:.4g} → {gain:.4g} with W_u scaled by {old / gain:.4g} (the same model)")
+
+
 def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], tokenizer,
            log: Callable[[str], None]) -> nn.Module:
     from steerflow.model.gpt import SteerFlowGPT
@@ -251,6 +270,7 @@ def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], token
     model.tokenizer = tokenizer
     if cfg.task in CONTROL_TASKS:
         reset_alpha(model, cfg.steer_alpha_value, log)  # a resumed run then loads its own state
+        set_control_gain(model, cfg.control_gain, log)
         freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
                             cfg.train_final_norm)
     model.to(ctx.device).train()
