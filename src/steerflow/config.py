@@ -208,6 +208,8 @@ class ModelConfig:
     alpha_shape: str = "scalar"
     #: u enters the field as ``control_gain · W_u u`` (:class:`~steerflow.model.vector_fields.ControlledLinear`)
     control_gain: float = 1.0
+    #: a direct control path: the mlp field adds ``control_gain · W_o u`` to F (W_o zero-initialised)
+    control_out: bool = False
     contractive_gamma: float = 1.0
     train_solver: SolverSpec = dataclasses.field(default_factory=_default_train_solver)
     eval_solver: SolverSpec = dataclasses.field(default_factory=_default_eval_solver)
@@ -246,6 +248,9 @@ class ModelConfig:
                 )
         if not (self.alpha_init > 0 and math.isfinite(self.alpha_init)):
             raise ConfigError(f"alpha_init must be a positive finite number, got {self.alpha_init}")
+        if self.control_out and self.field != "mlp":
+            raise ConfigError(f"control_out is a path of the mlp field; this config's field is "
+                              f"{self.field!r}")
         if not (self.control_gain > 0 and math.isfinite(self.control_gain)):
             raise ConfigError(f"control_gain must be a positive finite number, got {self.control_gain}")
         if not (self.contractive_gamma > 0 and math.isfinite(self.contractive_gamma)):

@@ -206,3 +206,22 @@ def test_control_gain_scales_the_u_term_and_set_gain_keeps_the_function():
         layer.linear.weight[:, D + 1:] += 1.0  # one unit of W_u now moves the output 40 times more
     torch.testing.assert_close(layer(x, tau, u) - before,
                                40.0 * (u @ torch.ones(2, 20, dtype=torch.float64)).expand(2, 5, 20))
+
+
+def test_control_out_starts_at_zero_and_adds_gain_times_w_o_u():
+    torch.manual_seed(0)
+    plain = SteerFlowGPT(ModelConfig.from_name("tiny"))
+    torch.manual_seed(0)
+    with_path = SteerFlowGPT(ModelConfig.from_name("tiny", control_out=True, control_gain=5.0))
+    field = with_path.ode.field
+    assert torch.equal(field.u_out.linear.weight, torch.zeros(D, 1))
+    h = torch.randn(2, 4, D)  # (B, T, d)
+    u = torch.tensor([[[1.0]], [[-2.0]]])  # (B, 1, c)
+    tau = torch.tensor(0.5)
+    base = field(tau, h, u)
+    with torch.no_grad():
+        field.u_out.linear.weight.fill_(0.1)
+    # F gains 5 · 0.1 · u on every channel and token
+    torch.testing.assert_close(field(tau, h, u) - base, (0.5 * u).expand(2, 4, D))
+    with pytest.raises(Exception, match="control_out"):
+        ModelConfig.from_name("tiny", field="block", control_out=True)

@@ -189,3 +189,25 @@ def test_control_gain_rewrites_the_field_and_the_checkpoint_keeps_it(make_cfg):
                      tokenizer=None, control_gain=bad)
     with pytest.raises(ConfigError, match="control_gain applies"):
         make_cfg("lm-gain-bad", control_gain=2.0)
+
+
+def test_control_out_adds_a_zero_path_that_then_learns_u(make_cfg):
+    from steerflow.model.hub import load_model
+
+    lm = make_cfg("lm-out", steps=2)
+    train(lm)
+    steer = make_cfg("steer-out", task="steer", init_from=lm.out, steer_data="cloze",
+                     tokenizer=None, steps=6, lr=1e-2, warmup_steps=0, control_out=True,
+                     control_gain=10.0)
+    result = train(steer)
+    weights = load_file(str(Path(steer.out) / "model.safetensors"))
+    assert "ode.field.u_out.linear.weight" in weights  # trained with the ODE block
+    assert float(weights["ode.field.u_out.linear.weight"].abs().max()) > 0
+    steered = load_model(steer.out).eval()
+    assert steered.config.control_out and steered.config.control_gain == 10.0
+    x = torch.randint(0, steered.config.vocab_size, (2, 6))
+    # the loaded model is the trained one, and its u now moves the logits
+    torch.testing.assert_close(steered(x, u=1.0)[0], result.model.eval()(x, u=1.0)[0])
+    assert not torch.allclose(steered(x, u=1.0)[0], steered(x, u=-1.0)[0])
+    with pytest.raises(ConfigError, match="control_out applies"):
+        make_cfg("lm-out-bad", control_out=True)

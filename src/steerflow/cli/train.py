@@ -63,6 +63,10 @@ def add_parser(sub) -> None:
                       help="--task steer/distill: u enters the field as G·W_u·u with W_u scaled "
                            "by 1/G first (the same model; Adam then moves u's effect G times "
                            "faster; default: the checkpoint's gain)")
+    what.add_argument("--control-out", dest="control_out", action="store_true",
+                      help="--task steer/distill: add a direct control path g·W_o·u to the mlp "
+                           "field (W_o = 0 at first: the same model), so u writes a learned "
+                           "direction into the residual stream")
     what.add_argument("--steer-discriminative", type=_discriminative_weight, metavar="W",
                       nargs="?", const=_GEDI,
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "

@@ -36,7 +36,7 @@ NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random", "conditional")
 #: options that only the control tasks (``steer``, ``distill``) accept (their defaults switch
 #: them off)
-STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain")
+STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain", "control_out")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
@@ -111,6 +111,8 @@ class TrainConfig:
         control_gain: with ``task="steer"`` or ``"distill"``, before the first step set the
             field's control gain g (u enters as ``g·W_u u``) and scale ``W_u`` by ``1/g``: the same
             model, whose u-effect Adam then moves g times faster (None: keep the checkpoint's).
+        control_out: with ``task="steer"`` or ``"distill"``, add the mlp field's direct control
+            path ``g·W_o u`` (zero-initialised: the same model; ``vector_fields.ControlOut``).
         steer_alpha: with ``task="steer"``, ``frozen`` (default) keeps α at its pretrained value;
             ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
             learning rate per step and the steering run diverges once α ≈ 1).
@@ -204,6 +206,7 @@ class TrainConfig:
     steer_alpha: str = "frozen"
     steer_alpha_value: Union[str, float] = "auto"
     control_gain: Optional[float] = None
+    control_out: bool = False
     steer_discriminative: float = 0.0
     steer_anchor: float = 0.0
     tokenizer: Optional[str] = None

@@ -235,21 +235,35 @@ def reset_alpha(model: nn.Module, value, log: Callable[[str], None]) -> None:
         f"{old / target:.4g} (the same model)")
 
 
-def set_control_gain(model: nn.Module, gain: Optional[float], log: Callable[[str], None]) -> None:
-    """``TrainConfig.control_gain``: the field's control gain g, with ``W_u`` rescaled (same model)."""
-    from steerflow.model.vector_fields import ControlledLinear
+def set_control(model: nn.Module, gain: Optional[float], control_out: bool,
+                log: Callable[[str], None]) -> None:
+    """``TrainConfig.control_gain`` / ``control_out``: add the mlp field's zero-initialised direct
+    control path, then set the control gain g with ``W_u`` and ``W_o`` rescaled by ``old / g``.
+    Both leave the model's function unchanged; they change how fast Adam moves u's effect."""
+    from steerflow.model.vector_fields import ControlledLinear, ControlOut
 
     ode = getattr(model, "ode", None)
-    if gain is None or ode is None:
+    if ode is None or (gain is None and not control_out):
         return
-    layers = [m for m in ode.field.modules() if isinstance(m, ControlledLinear) and m.control_dim]
+    if control_out and getattr(ode.field, "u_out", None) is None:
+        if not hasattr(ode.field, "add_control_out"):
+            raise ConfigError(f"control_out is a path of the mlp field; this model's field is "
+                              f"{model.config.field!r}")
+        ode.field.add_control_out(model.config.control_dim, model.config.control_gain)
+        model.config = dataclasses.replace(model.config, control_out=True)
+        log("control path: F + g·W_o u added with W_o = 0 (the same model)")
+    if gain is None:
+        return
+    layers = [m for m in ode.field.modules()
+              if isinstance(m, ControlOut) or (isinstance(m, ControlledLinear) and m.control_dim)]
     if not layers:
         raise ConfigError("control_gain needs u concatenated into the field (injection='concat')")
     old = model.config.control_gain
     for layer in layers:
         layer.set_gain_(gain)
     model.config = dataclasses.replace(model.config, control_gain=float(gain))
-    log(f"control gain: {old:.4g} → {gain:.4g} with W_u scaled by {old / gain:.4g} (the same model)")
+    log(f"control gain: {old:.4g} → {gain:.4g} with W_u, W_o scaled by {old / gain:.4g} "
+        f"(the same model)")
 
 
 def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], tokenizer,
@@ -270,7 +284,7 @@ def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], token
     model.tokenizer = tokenizer
     if cfg.task in CONTROL_TASKS:
         reset_alpha(model, cfg.steer_alpha_value, log)  # a resumed run then loads its own state
-        set_control_gain(model, cfg.control_gain, log)
+        set_control(model, cfg.control_gain, cfg.control_out, log)
         freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
                             cfg.train_final_norm)
     model.to(ctx.device).train()
