@@ -53,7 +53,7 @@ def test_expected_duration_rescales_the_stage_etas(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "StageRunner", Runner)
-    monkeypatch.setattr(demo, "_source", lambda env: None)
+    monkeypatch.setattr(demo, "data_source", lambda env: None)
     for expected in (None, 1234.0):
         try:
             demo.run_pipeline(tmp_path, SCALES["paper"], Environment(), expected_s=expected)

@@ -40,31 +40,39 @@ class RunSettings:
     lm_batch_size: Optional[int] = None
     lm_lr: Optional[float] = None
     test_batches: Optional[int] = None
+    # the steering stage (pipeline/steering.py)
     steer_data: str = "sst2"
     steer_discriminative: float = 0.0
     steer_consistency: float = 0.0
     steer_train_discrete: bool = False
     steer_final_norm: bool = False
     steer_anchor: float = 0.0
+    # ... and its optimisation
     steer_steps: int = 200
     steer_batch_size: int = 32
     steer_lr: float = 3e-3
+    # the distillation stage (None: no such stage)
     distill_steps: Optional[int] = None
     distill_gamma: float = 2.0
     distill_on_policy: float = 0.5
     distill_batch_size: int = 16
     distill_lr: float = 1e-3
+    # samples and the steering evaluation
     eval_prompts: int = 50
     eval_samples: int = 4
     eval_new_tokens: int = 20
     sweep_points: int = 21
+    # the swept settings of each method
     open_us: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     actadd_coefs: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
     guidance_gammas: tuple[float, ...] = (2.0,)
+    eval_minilm: bool = True
+    # solver invariance and solver probing
     invariance_batches: int = 2
     probe_batches: int = 1
     probe_examples: int = 8
     probe_sentences: int = 400
+    # the flow analysis (paper 2)
     flow_batch_size: int = 2
     flow_lanczos_iters: int = 16
     flow_grid_points: int = 9
@@ -87,7 +95,7 @@ SCALES: dict[str, RunSettings] = {
     # CI smoke run: seconds per stage
     "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze",
                         steer_steps=30, steer_batch_size=16, distill_steps=4,
-                        distill_batch_size=4, guidance_gammas=(1.0,), eval_prompts=4, eval_samples=2,
+                        distill_batch_size=4, guidance_gammas=(1.0,), eval_minilm=False, eval_prompts=4, eval_samples=2,
                         eval_new_tokens=8, sweep_points=5, open_us=(-1.0, 0.0, 1.0),
                         actadd_coefs=(-4.0, 0.0, 4.0), invariance_batches=1, probe_examples=2,
                         probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
@@ -129,14 +137,19 @@ def stage_lm(s: RunSettings, env: Environment):
     return run
 
 
+def _steered_with_batches(ctx: StageContext, env: Environment, max_batches: int):
+    """The steered model and ``max_batches`` WikiText-2 validation batches for a solver study."""
+    from steerflow.analysis.inputs import load_hybrid_with_batches
+
+    return load_hybrid_with_batches(ctx.out_dir / PATHS.steered, device(env), env.data_dir,
+                                    env.cache_dir, max_batches=max_batches)
+
+
 def stage_invariance(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.analysis.inputs import load_hybrid_with_batches
         from steerflow.analysis.invariance import run_invariance, write_invariance
 
-        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, device(env),
-                                                  env.data_dir, env.cache_dir,
-                                                  max_batches=s.invariance_batches)
+        model, batches = _steered_with_batches(ctx, env, s.invariance_batches)
         result = run_invariance(model, batches, progress=not env.quiet)
         write_invariance(result, ctx.out_dir / PATHS.invariance)
         return result
@@ -145,13 +158,11 @@ def stage_invariance(s: RunSettings, env: Environment):
 
 def stage_probe(s: RunSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
-        from steerflow.analysis.inputs import load_hybrid_with_batches, sst2_dev
+        from steerflow.analysis.inputs import sst2_dev
         from steerflow.analysis.settings import ProbeSettings
         from steerflow.analysis.solver_probing import run_probe, write_probe
 
-        model, batches = load_hybrid_with_batches(ctx.out_dir / PATHS.steered, device(env),
-                                                  env.data_dir, env.cache_dir,
-                                                  max_batches=s.probe_batches)
+        model, batches = _steered_with_batches(ctx, env, s.probe_batches)
         pairs = sst2_dev(env.data_dir)[: s.probe_sentences]
         settings = ProbeSettings(max_examples=s.probe_examples, seed=s.seed)
         result = run_probe(model, batches, pairs, settings, progress=not env.quiet)
@@ -267,7 +278,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
               stage_steering_eval(s, env), t["steering"],
               settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points",
-                        "open_us", "actadd_coefs", "guidance_gammas"],
+                        "open_us", "actadd_coefs", "guidance_gammas", "eval_minilm"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
               t["invariance"], settings=["invariance_batches"],

@@ -141,13 +141,12 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _recipe(s: dict[str, Any]) -> str:
     """The steering recipe of the run in words (:mod:`steerflow.pipeline.steering`)."""
-    what = "the ODE block and the discrete blocks" if s.get("steer_train_discrete") else "only the ODE block"
-    text = f"trained {what} to follow u on `{s['steer_data']}` ({s['steer_steps']} steps)"
+    parts = [f"trained {'the ODE and discrete blocks' if s.get('steer_train_discrete') else 'only the ODE block'}"
+             f" to follow u on `{s['steer_data']}` ({s['steer_steps']} steps)"]
     if s.get("distill_steps"):
-        text += (f", then distilled that model's guidance over u (γ = {s['distill_gamma']:g}) into "
-                 f"the single pass at u ({s['distill_steps']} steps); every steered number below "
-                 "is one forward pass per token")
-    return text
+        parts.append(f"distilled its guidance over u (γ = {s['distill_gamma']:g}) into one pass "
+                     f"at u ({s['distill_steps']} steps)")
+    return ", then ".join(parts)
 
 
 def markdown(r: dict[str, Any]) -> str:

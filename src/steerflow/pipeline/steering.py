@@ -113,7 +113,8 @@ def stage_steering_eval(s, env: Environment):
         cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
                                  max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
                                  open_us=s.open_us, actadd_coefs=s.actadd_coefs,
-                                 guidance_gammas=s.guidance_gammas, seed=s.seed,
+                                 guidance_gammas=s.guidance_gammas, minilm=s.eval_minilm,
+                                 seed=s.seed,
                                  progress=not env.quiet,
                                  judge_cache=str(cache_dir(env) / "judges"))
         results = evaluate_steering(models, data_source(env), cfg)

@@ -159,15 +159,9 @@ class EmbeddingJudge(Judge):
         return cls(coef, intercept, dev_accuracy, encoder, meta)
 
 
-def load_or_train(
-    cache_dir: str | os.PathLike[str],
-    train_pairs: Sequence[Pair],
-    dev_pairs: Sequence[Pair],
-    max_train: int = 8000,
-    seed: int = 0,
-    C: float = 1.0,
-    encoder: Callable[[list[str]], np.ndarray] | None = None,
-) -> EmbeddingJudge:
+def load_or_train(cache_dir: str | os.PathLike[str], train_pairs: Sequence[Pair],
+                  dev_pairs: Sequence[Pair], max_train: int = 8000, seed: int = 0, C: float = 1.0,
+                  encoder: Callable[[list[str]], np.ndarray] | None = None) -> EmbeddingJudge:
     """Reuse the head saved in ``cache_dir`` if it was fitted on the same data and settings, else
     train one (:meth:`EmbeddingJudge.train`) and save it there.
 
