@@ -17,6 +17,7 @@ REQUIRED_KEYS = [
     ("flow", "order"), ("bench", "latency_ratio"), ("elapsed_s",),
     ("checkpoints", "baseline"), ("checkpoints", "hybrid"), ("checkpoints", "steered"),
     ("steer_training", "steps"), ("distill", "steps"), ("distill", "gamma"),
+    ("steering", "baselines", "dexperts"), ("steering", "baselines", "guidance"),
 ]
 
 
@@ -54,9 +55,13 @@ def test_demo_writes_every_file_and_key(demo_run):
     assert "paper 1" in text and "The movie was" in text
     for rel in ("lm/fig1.png", "steering/fig2.png", "probe/fig3.png", "probe/fig4.png"):
         assert (out / rel).stat().st_size > 1000, rel
-    # the distillation stage started from the steering stage's model and wrote the steered one
-    assert json.loads((out / "steered" / "train_config.json").read_text())["init_from"] == str(
-        out / "steer" / "conditional")
+    # the distillation stage started from the steering stage's model, learned DExperts over the
+    # two experts of the experts stage, and wrote the steered one
+    distill = json.loads((out / "steered" / "train_config.json").read_text())
+    assert distill["init_from"] == str(out / "steer" / "conditional")
+    assert distill["distill_teacher"] == (f"dexperts:{out / 'experts' / 'positive'},"
+                                          f"{out / 'experts' / 'negative'}")
+    assert report["distill"]["teacher"] == distill["distill_teacher"]
     for rel in ("baseline", "hybrid", "steered"):
         ckpt = Path(report["checkpoints"][rel])
         assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()

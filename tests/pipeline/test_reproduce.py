@@ -62,3 +62,21 @@ def test_expected_duration_rescales_the_stage_etas(tmp_path, monkeypatch):
         if expected is None:
             built_in = seen["total"]
     assert built_in > 0 and seen["total"] == pytest.approx(1234.0)
+
+
+def test_recipe_stages_follow_the_settings():
+    import dataclasses
+
+    from steerflow.errors import ConfigError
+    from steerflow.pipeline.demo import RunSettings, build_stages
+
+    def names(**kw):
+        return [st.name for st in build_stages(dataclasses.replace(SCALES["tiny"], **kw),
+                                               Environment())]
+
+    assert names()[:5] == ["lm", "contractive", "steer", "experts", "distill"]
+    assert "steer" not in names(steer_steps=None)  # distillation straight from the hybrid
+    assert "experts" not in names(expert_steps=None)  # the guidance teacher then
+    assert {"experts", "distill"}.isdisjoint(names(expert_steps=None, distill_steps=None))
+    with pytest.raises(ConfigError, match="steering stage"):
+        RunSettings(steer_steps=None, distill_steps=None)

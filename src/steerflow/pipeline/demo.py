@@ -20,8 +20,9 @@ from steerflow.pipeline.environment import (Environment, data_source, device, tr
                                             train_to_completion)
 from steerflow.pipeline.paths import PATHS
 from steerflow.pipeline.stages import Stage, StageContext, StageRunner
-from steerflow.pipeline.steering import (SAMPLE_PROMPTS, SAMPLE_US, stage_distill, stage_samples,
-                                         stage_steer, stage_steering_eval, steer_output)
+from steerflow.pipeline.steering import (SAMPLE_PROMPTS, SAMPLE_US, stage_distill, stage_experts,
+                                         stage_samples, stage_steer, stage_steering_eval,
+                                         steer_output)
 
 __all__ = ["Environment", "RunSettings", "SCALES", "SAMPLE_PROMPTS", "SAMPLE_US", "build_stages",
            "run_pipeline", "stage_seconds"]
@@ -31,8 +32,9 @@ class RunSettings:
     """Sizes of every stage. :data:`SCALES` holds the named presets.
 
     ``lm_steps``/``lm_batch_size``/``lm_lr`` of None take the training defaults of ``config``.
-    The ``steer_*`` and ``distill_*`` fields are the steering recipe
-    (:mod:`steerflow.pipeline.steering`); ``distill_steps=None`` skips the distillation stage.
+    The ``steer_*``, ``expert_*`` and ``distill_*`` fields are the steering recipe
+    (:mod:`steerflow.pipeline.steering`); a ``*_steps`` of None skips that stage (at least one of
+    ``steer_steps`` and ``distill_steps`` must be set).
     """
 
     config: str = "small"
@@ -47,11 +49,15 @@ class RunSettings:
     steer_train_discrete: bool = False
     steer_final_norm: bool = False
     steer_anchor: float = 0.0
+    control_gain: Optional[float] = None
+    control_out: bool = False
     # ... and its optimisation
-    steer_steps: int = 200
+    steer_steps: Optional[int] = 200
     steer_batch_size: int = 32
     steer_lr: float = 3e-3
-    # the distillation stage (None: no such stage)
+    # DExperts' experts (None: no such stage) and the distillation stage (None: none)
+    expert_steps: Optional[int] = None
+    expert_lr: float = 1e-3
     distill_steps: Optional[int] = None
     distill_gamma: float = 2.0
     distill_on_policy: float = 0.5
@@ -66,6 +72,7 @@ class RunSettings:
     open_us: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     actadd_coefs: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
     guidance_gammas: tuple[float, ...] = (2.0,)
+    dexperts_alphas: tuple[float, ...] = (2.0,)
     eval_minilm: bool = True
     # solver invariance and solver probing
     invariance_batches: int = 2
@@ -89,13 +96,16 @@ class RunSettings:
             value = getattr(self, f.name)
             if isinstance(value, int) and not isinstance(value, bool) and f.name != "seed" and value < 1:
                 raise ConfigError(f"{f.name} must be >= 1, got {value}")
+        if not (self.steer_steps or self.distill_steps):
+            raise ConfigError("a run needs a steering stage (steer_steps) or a distillation "
+                              "stage (distill_steps)")
 
 
 SCALES: dict[str, RunSettings] = {
     # CI smoke run: seconds per stage
     "tiny": RunSettings(config="tiny", lm_steps=30, test_batches=4, steer_data="cloze",
-                        steer_steps=30, steer_batch_size=16, distill_steps=4,
-                        distill_batch_size=4, guidance_gammas=(1.0,), eval_minilm=False, eval_prompts=4, eval_samples=2,
+                        steer_steps=30, steer_batch_size=16, expert_steps=3, distill_steps=4,
+                        distill_batch_size=4, control_gain=10.0, control_out=True, guidance_gammas=(1.0,), eval_minilm=False, eval_prompts=4, eval_samples=2,
                         eval_new_tokens=8, sweep_points=5, open_us=(-1.0, 0.0, 1.0),
                         actadd_coefs=(-4.0, 0.0, 4.0), invariance_batches=1, probe_examples=2,
                         probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
@@ -260,17 +270,29 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
         Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
               stage_contractive(s, env), t["contractive"], settings=["contractive_steps"],
               outputs=[f"{PATHS.contractive}/model.safetensors"]),
-        Stage("steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
-              t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
-                                    "steer_train_discrete", "steer_final_norm", "steer_anchor",
-                                    "steer_steps", "steer_batch_size", "steer_lr"],
-              outputs=[f"{steer_output(s)}/model.safetensors"]),
     ]
+    if s.steer_steps:
+        stages.append(Stage(
+            "steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
+            t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
+                                  "steer_train_discrete", "steer_final_norm", "steer_anchor",
+                                  "control_gain", "control_out", "steer_steps",
+                                  "steer_batch_size", "steer_lr"],
+            outputs=[f"{steer_output(s)}/model.safetensors"]))
+    if s.expert_steps:
+        stages.append(Stage(
+            "experts", "DExperts' expert and anti-expert (positive / negative SST-2)",
+            stage_experts(s, env), t.get("experts", t["steer"]),
+            settings=["expert_steps", "expert_lr", "steer_batch_size"],
+            outputs=[f"{PATHS.expert_positive}/model.safetensors",
+                     f"{PATHS.expert_negative}/model.safetensors"]))
     if s.distill_steps:
         stages.append(Stage(
-            "distill", f"distill guidance (γ = {s.distill_gamma:g}) into one pass at u",
+            "distill", f"distill {'DExperts' if s.expert_steps else 'guidance'} "
+                       f"(weight {s.distill_gamma:g}) into one pass at u",
             stage_distill(s, env), t.get("distill", t["steer"]),
-            settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("distill_")],
+            settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("distill_")]
+            + ["control_gain", "control_out"],
             outputs=[f"{PATHS.steered}/model.safetensors"]))
     stages += [
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
@@ -278,7 +300,8 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
         Stage("steering", "steering evaluation: probe, sweep, open-ended, ActAdd",
               stage_steering_eval(s, env), t["steering"],
               settings=["eval_prompts", "eval_samples", "eval_new_tokens", "sweep_points",
-                        "open_us", "actadd_coefs", "guidance_gammas", "eval_minilm"],
+                        "open_us", "actadd_coefs", "guidance_gammas", "dexperts_alphas",
+                        "eval_minilm"],
               outputs=[f"{PATHS.steering}/results.json"]),
         Stage("invariance", "solver invariance (paper Exp. 3)", stage_invariance(s, env),
               t["invariance"], settings=["invariance_batches"],

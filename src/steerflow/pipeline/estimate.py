@@ -44,6 +44,11 @@ def estimate_seconds(settings, env) -> dict:
         times.append(time.perf_counter() - start)
     step = min(times[1:])
     lm_steps = settings.lm_steps or defaults["steps"]
-    train_s = step * (2 * lm_steps + settings.steer_steps * settings.steer_batch_size / batch)
+    # steering-recipe steps in LM-step units: a distillation step runs the three teacher passes
+    # and the on-policy sampling beside the student's (about 3 LM steps of its batch)
+    recipe = ((settings.steer_steps or 0) + 2 * (settings.expert_steps or 0)) \
+        * settings.steer_batch_size / batch \
+        + 3 * (settings.distill_steps or 0) * settings.distill_batch_size / batch
+    train_s = step * (2 * lm_steps + recipe)
     total = train_s * (1 + eval_fraction(settings.config))
     return {"device": device, "step_s": step, "train_s": train_s, "total_s": total}

@@ -15,6 +15,9 @@ class RunPaths:
     steered: str = "steered"
     #: the steering stage's model when a distillation stage follows it
     conditional: str = "steer/conditional"
+    #: DExperts' expert and anti-expert (``--task expert`` on positive / negative SST-2)
+    expert_positive: str = "experts/positive"
+    expert_negative: str = "experts/negative"
     steering: str = "steering"
     invariance: str = "invariance"
     probe: str = "probe"

@@ -40,6 +40,7 @@ def build_report(out: Path, settings, results: dict[str, dict], elapsed: float,
                "baseline": lm.get("baseline", {}), "hybrid": lm.get("hybrid", {}),
                "comparison": lm.get("comparison", {})},
         "steer_training": results.get("steer", {}),
+        "experts": results.get("experts", {}),
         "distill": results.get("distill", {}),
         "samples": _get(results, "samples", "samples", default=[]),
         "steering": {
@@ -50,6 +51,9 @@ def build_report(out: Path, settings, results: dict[str, dict], elapsed: float,
             "baselines": steering.get("baselines", {}),
             "tradeoff": steering.get("tradeoff", {}),
             "targets": steering.get("targets", {}),
+            "speed": steering.get("speed", {}),
+            "comparisons": steering.get("comparisons", {}),
+            "judges": steering.get("judges", {}),
         },
         "invariance": results.get("invariance", {}),
         "probe": results.get("probe", {}),
@@ -141,11 +145,17 @@ def headline_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _recipe(s: dict[str, Any]) -> str:
     """The steering recipe of the run in words (:mod:`steerflow.pipeline.steering`)."""
-    parts = [f"trained {'the ODE and discrete blocks' if s.get('steer_train_discrete') else 'only the ODE block'}"
-             f" to follow u on `{s['steer_data']}` ({s['steer_steps']} steps)"]
+    parts = []
+    if s.get("steer_steps"):
+        what = "the ODE and discrete blocks" if s.get("steer_train_discrete") else "the ODE block"
+        parts.append(f"trained {what} to follow u on `{s['steer_data']}` ({s['steer_steps']} steps)")
+    if s.get("expert_steps"):
+        parts.append(f"fine-tuned DExperts' expert and anti-expert on positive / negative SST-2 "
+                     f"({s['expert_steps']} steps each)")
     if s.get("distill_steps"):
-        parts.append(f"distilled its guidance over u (γ = {s['distill_gamma']:g}) into one pass "
-                     f"at u ({s['distill_steps']} steps)")
+        teacher = "DExperts" if s.get("expert_steps") else "the model's guidance over u"
+        parts.append(f"distilled {teacher} (weight {s['distill_gamma']:g}) into one pass at u "
+                     f"({s['distill_steps']} steps)")
     return ", then ".join(parts)
 
 

@@ -7,10 +7,13 @@ The recipe, stage by stage (each a ``steerflow train`` run the user can repeat b
    the sequences look like the evaluation (a neutral WikiText-2 opening, then an SST-2 sentence
    at its label's u, loss on the continuation only); ``steer_train_discrete`` also trains the
    discrete blocks, which can then read what u wrote into the residual stream.
-2. ``distill`` (when ``distill_steps`` is set) — ``--task distill --teacher guidance``: one pass at
-   u learns the stage-1 model's own guidance z(0) + γ·(z(u) − z(−u)) (classifier-free guidance,
-   distilled as in Meng et al., CVPR 2023), per token over the vocabulary, on WikiText-2 windows
-   and on teacher-sampled continuations of neutral openings, u ~ U[−1, 1].
+2. ``experts`` (when ``expert_steps`` is set) — ``--task expert`` twice: the base LM fine-tuned on
+   positive and on negative SST-2 sentences, DExperts' expert and anti-expert (Liu et al. 2021).
+3. ``distill`` (when ``distill_steps`` is set) — ``--task distill``: one pass at u learns a contrast
+   teacher, per token over the vocabulary, on WikiText-2 windows and on teacher-sampled
+   continuations of neutral openings, u ~ U[−1, 1]: DExperts z_base + u·α·(z_pos − z_neg) when the
+   experts were trained, else the stage-1 model's own guidance z(0) + γ·(z(u) − z(−u))
+   (classifier-free guidance, distilled as in Meng et al., CVPR 2023).
 
 The last of the two is ``PATHS.steered``, the model every later stage measures.
 """
@@ -51,6 +54,7 @@ def stage_steer(s, env: Environment):
                            ode_consistency=s.steer_consistency,
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, steer_anchor=s.steer_anchor,
+                           control_gain=s.control_gain, control_out=s.control_out,
                            steps=s.steer_steps, batch_size=s.steer_batch_size, lr=s.steer_lr,
                            test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
@@ -59,20 +63,46 @@ def stage_steer(s, env: Environment):
     return run
 
 
+def stage_experts(s, env: Environment):
+    """Stage 2 of the recipe: DExperts' expert and anti-expert from the base LM."""
+    def run(ctx: StageContext) -> dict:
+        rows = {}
+        for label, rel in ((1, PATHS.expert_positive), (-1, PATHS.expert_negative)):
+            out = ctx.out_dir / rel
+            cfg = train_config(s, env, out=str(out), task="expert", expert_label=label,
+                               init_from=str(ctx.out_dir / PATHS.hybrid), steps=s.expert_steps,
+                               batch_size=s.steer_batch_size, lr=s.expert_lr,
+                               test_batches=s.test_batches,
+                               resume=(out / "train_config.json").is_file())
+            rows["positive" if label > 0 else "negative"] = _summary_row(train_to_completion(cfg))
+        return rows
+    return run
+
+
+def _teacher(s, run_dir) -> str:
+    if s.expert_steps:
+        return (f"dexperts:{run_dir / PATHS.expert_positive},"
+                f"{run_dir / PATHS.expert_negative}")
+    return "guidance"
+
+
 def stage_distill(s, env: Environment):
-    """Stage 2 of the recipe: the stage-1 model's guidance over u, distilled into one pass."""
+    """Stage 3 of the recipe: a contrast of two conditionals distilled into one pass at u."""
     def run(ctx: StageContext) -> dict:
         out = ctx.out_dir / PATHS.steered
         cfg = train_config(s, env, out=str(out), task="distill",
-                           init_from=str(ctx.out_dir / PATHS.conditional),
-                           distill_teacher="guidance", distill_alpha=s.distill_gamma,
+                           init_from=str(ctx.out_dir / (PATHS.conditional if s.steer_steps
+                                                        else PATHS.hybrid)),
+                           distill_teacher=_teacher(s, ctx.out_dir),
+                           distill_alpha=s.distill_gamma, control_gain=s.control_gain,
+                           control_out=s.control_out,
                            distill_on_policy=s.distill_on_policy,
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, ode_consistency=0.0,
                            steps=s.distill_steps, batch_size=s.distill_batch_size,
                            lr=s.distill_lr, test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
-        return _summary_row(train_to_completion(cfg), teacher="guidance",
+        return _summary_row(train_to_completion(cfg), teacher=_teacher(s, ctx.out_dir),
                             gamma=s.distill_gamma, on_policy=s.distill_on_policy)
     return run
 
@@ -107,13 +137,20 @@ def stage_steering_eval(s, env: Environment):
         names = {"steered": PATHS.steered, "base": PATHS.hybrid, "baseline": PATHS.baseline,
                  "scorer": PATHS.baseline}
         baseline = load(ctx.out_dir, PATHS.baseline, env)
-        models = Models(steered=load(ctx.out_dir, PATHS.steered, env),
-                        base=load(ctx.out_dir, PATHS.hybrid, env), baseline=baseline,
-                        scorer=baseline, names=names, steer_data=s.steer_data)
+        base = load(ctx.out_dir, PATHS.hybrid, env)
+        models = Models(steered=load(ctx.out_dir, PATHS.steered, env), base=base,
+                        baseline=baseline, scorer=baseline, names=names, steer_data=s.steer_data)
+        if s.expert_steps:
+            from steerflow.steer.evaluate import load_dexperts
+
+            experts = (ctx.out_dir / PATHS.expert_positive, ctx.out_dir / PATHS.expert_negative)
+            models.dexperts = load_dexperts(base, names["base"], experts)
+            names["dexperts_positive"], names["dexperts_negative"] = map(str, experts)
         cfg = SteeringEvalConfig(prompts=s.eval_prompts, samples=s.eval_samples,
                                  max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
                                  open_us=s.open_us, actadd_coefs=s.actadd_coefs,
                                  guidance_gammas=s.guidance_gammas, minilm=s.eval_minilm,
+                                 dexperts_alphas=s.dexperts_alphas,
                                  seed=s.seed,
                                  progress=not env.quiet,
                                  judge_cache=str(cache_dir(env) / "judges"))
