@@ -220,9 +220,9 @@ def stage_bench(s: RunSettings, env: Environment):
         from steerflow.bench.options import BenchOptions
         from steerflow.bench.suite import run_bench, write_bench
 
-        device = device(env)
-        opts = (BenchOptions.quick_options(device=device) if s.bench_quick
-                else BenchOptions(config=s.config, device=device))
+        where = device(env)
+        opts = (BenchOptions.quick_options(device=where) if s.bench_quick
+                else BenchOptions(config=s.config, device=where))
         result = run_bench(opts)
         (ctx.out_dir / PATHS.bench).mkdir(parents=True, exist_ok=True)
         write_bench(result, ctx.out_dir / PATHS.bench / "results.json")
