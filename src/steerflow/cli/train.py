@@ -117,7 +117,8 @@ def add_parser(sub) -> None:
                          dest="warmup_steps" if flag == "--warmup" else None)
     opt.add_argument("--ode-consistency", type=float, metavar="LAMBDA",
                      help="weight of the coarse-vs-rk4 consistency penalty on the ODE block "
-                          "(default 0: off; 100 kept the steered field a continuous flow on small, at 3-5x the step cost)")
+                          "(default 0: off; 100 kept the steered field a continuous flow on "
+                          "small, at 3-5x the step cost)")
     opt.add_argument("--field-max-norm", type=float, metavar="R",
                      help="after every step, scale the ODE field's output-layer weight back to "
                           "Frobenius norm R when larger (default: off)")
