@@ -166,14 +166,19 @@ def test_anchor_is_logged_and_validated(make_cfg):
         make_cfg("lm-anchor", steer_anchor=1.0)
 
 
+def _pretrain_then_steer(make_cfg, name: str, **steer):
+    """A 2-step tiny LM and a cloze steering run from it: ``(lm cfg, steer cfg, TrainResult)``."""
+    lm = make_cfg(f"lm-{name}", steps=2)
+    train(lm)
+    cfg = make_cfg(f"steer-{name}", task="steer", init_from=lm.out, steer_data="cloze",
+                   tokenizer=None, warmup_steps=0, **steer)
+    return lm, cfg, train(cfg)
+
+
 def test_control_gain_rewrites_the_field_and_the_checkpoint_keeps_it(make_cfg):
     from steerflow.model.hub import load_model
 
-    lm = make_cfg("lm-gain", steps=2)
-    train(lm)
-    steer = make_cfg("steer-gain", task="steer", init_from=lm.out, steer_data="cloze",
-                     tokenizer=None, steps=1, lr=1e-12, warmup_steps=0, control_gain=25.0)
-    train(steer)
+    lm, steer, _ = _pretrain_then_steer(make_cfg, "gain", steps=1, lr=1e-12, control_gain=25.0)
     base, steered = load_model(lm.out).eval(), load_model(steer.out).eval()
     assert base.config.control_gain == 1.0 and steered.config.control_gain == 25.0
     before = load_file(str(Path(lm.out) / "model.safetensors"))["ode.field.fc_in.linear.weight"]
@@ -194,12 +199,8 @@ def test_control_gain_rewrites_the_field_and_the_checkpoint_keeps_it(make_cfg):
 def test_control_out_adds_a_zero_path_that_then_learns_u(make_cfg):
     from steerflow.model.hub import load_model
 
-    lm = make_cfg("lm-out", steps=2)
-    train(lm)
-    steer = make_cfg("steer-out", task="steer", init_from=lm.out, steer_data="cloze",
-                     tokenizer=None, steps=6, lr=1e-2, warmup_steps=0, control_out=True,
-                     control_gain=10.0)
-    result = train(steer)
+    _, steer, result = _pretrain_then_steer(make_cfg, "out", steps=6, lr=1e-2, control_out=True,
+                                            control_gain=10.0)
     weights = load_file(str(Path(steer.out) / "model.safetensors"))
     assert "ode.field.u_out.linear.weight" in weights  # trained with the ODE block
     assert float(weights["ode.field.u_out.linear.weight"].abs().max()) > 0

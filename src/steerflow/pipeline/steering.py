@@ -15,7 +15,8 @@ The recipe, stage by stage (each a ``steerflow train`` run the user can repeat b
    experts were trained, else the stage-1 model's own guidance z(0) + γ·(z(u) − z(−u))
    (classifier-free guidance, distilled as in Meng et al., CVPR 2023).
 
-The last of the two is ``PATHS.steered``, the model every later stage measures.
+Each stage is optional (its ``*_steps`` of None skips it); the last that runs writes
+``PATHS.steered``, the model every later stage measures.
 """
 
 from __future__ import annotations
@@ -90,10 +91,11 @@ def stage_distill(s, env: Environment):
     """Stage 3 of the recipe: a contrast of two conditionals distilled into one pass at u."""
     def run(ctx: StageContext) -> dict:
         out = ctx.out_dir / PATHS.steered
+        teacher = _teacher(s, ctx.out_dir)
         cfg = train_config(s, env, out=str(out), task="distill",
                            init_from=str(ctx.out_dir / (PATHS.conditional if s.steer_steps
                                                         else PATHS.hybrid)),
-                           distill_teacher=_teacher(s, ctx.out_dir),
+                           distill_teacher=teacher,
                            distill_alpha=s.distill_gamma, control_gain=s.control_gain,
                            control_out=s.control_out,
                            distill_on_policy=s.distill_on_policy,
@@ -102,8 +104,8 @@ def stage_distill(s, env: Environment):
                            steps=s.distill_steps, batch_size=s.distill_batch_size,
                            lr=s.distill_lr, test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
-        return _summary_row(train_to_completion(cfg), teacher=_teacher(s, ctx.out_dir),
-                            gamma=s.distill_gamma, on_policy=s.distill_on_policy)
+        return _summary_row(train_to_completion(cfg), teacher=teacher, gamma=s.distill_gamma,
+                            on_policy=s.distill_on_policy)
     return run
 
 
@@ -150,8 +152,7 @@ def stage_steering_eval(s, env: Environment):
                                  max_new_tokens=s.eval_new_tokens, sweep_points=s.sweep_points,
                                  open_us=s.open_us, actadd_coefs=s.actadd_coefs,
                                  guidance_gammas=s.guidance_gammas, minilm=s.eval_minilm,
-                                 dexperts_alphas=s.dexperts_alphas,
-                                 seed=s.seed,
+                                 dexperts_alphas=s.dexperts_alphas, seed=s.seed,
                                  progress=not env.quiet,
                                  judge_cache=str(cache_dir(env) / "judges"))
         results = evaluate_steering(models, data_source(env), cfg)
