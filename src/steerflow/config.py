@@ -23,10 +23,12 @@ FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 SOLVER_METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 
-FIELD_KINDS = ("mlp", "block", "contractive")
+FIELD_KINDS = ("mlp", "block", "contractive", "depth-block")
 INJECTION_MODES = ("concat", "add")
 ACTIVATIONS = ("softplus", "gelu", "tanh")
 ALPHA_SHAPES = ("scalar", "channel")
+#: ``nn.GELU(approximate=...)`` of the blocks' MLP: ``none`` (erf) or GPT-2's ``tanh`` ("gelu_new")
+GELU_APPROXIMATIONS = ("none", "tanh")
 
 
 def _check_fields(cls: type, data: dict[str, Any]) -> None:
@@ -186,6 +188,10 @@ class ModelConfig:
     The discrete layers are numbered ``0 .. n_layer-1`` as in the equivalent discrete model;
     ``ode_span = (start, end)`` replaces layers ``start .. end-1`` by one ODE block
     (paper 1: ``(2, 4)`` in a 6-layer model). ``ode_span=None`` is the discrete baseline.
+
+    ``field="depth-block"`` is a transformer block whose weights move smoothly with depth through
+    one block per replaced layer (:mod:`steerflow.model.depth_field`); the ``field_*`` and
+    ``time_conditioning`` options shape the other fields.
     """
 
     vocab_size: int = 50257
@@ -211,6 +217,8 @@ class ModelConfig:
     #: a direct control path: the mlp field adds ``control_gain · W_o u`` to F (W_o zero-initialised)
     control_out: bool = False
     contractive_gamma: float = 1.0
+    #: the GELU of the blocks' MLP: ``none`` (exact, erf) or ``tanh`` (GPT-2's "gelu_new")
+    gelu_approximate: str = "none"
     train_solver: SolverSpec = dataclasses.field(default_factory=_default_train_solver)
     eval_solver: SolverSpec = dataclasses.field(default_factory=_default_eval_solver)
 
@@ -241,7 +249,8 @@ class ModelConfig:
                     f"{self.n_layer} (it names the discrete layers the ODE block replaces)"
                 )
         for name, allowed in (("field", FIELD_KINDS), ("injection", INJECTION_MODES),
-                              ("field_activation", ACTIVATIONS), ("alpha_shape", ALPHA_SHAPES)):
+                              ("field_activation", ACTIVATIONS), ("alpha_shape", ALPHA_SHAPES),
+                              ("gelu_approximate", GELU_APPROXIMATIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(
                     f"ModelConfig.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"

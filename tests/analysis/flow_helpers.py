@@ -7,6 +7,10 @@ import torch
 from steerflow.config import ModelConfig
 from steerflow.model.gpt import SteerFlowGPT
 
+# float64 throughout: a Krylov space of full dimension n reproduces λ_max up to a few ulps of
+# ‖S‖ (~1e-15 relative); 1e-10 leaves room for the accumulated roundoff of n matvecs.
+EXACT = 1e-10
+
 
 def random_model(field: str = "mlp", seed: int = 0, scale: float = 0.2, **overrides) -> SteerFlowGPT:
     """A tiny float64 hybrid whose ODE weights are perturbed so that α·F is far from zero."""

@@ -10,11 +10,7 @@ from steerflow.analysis.lognorm import (dense_log_norm, field_function, field_gr
                                         symmetric_part_matvec)
 from steerflow.errors import InputError
 
-from flow_helpers import random_model
-
-# float64 throughout: a Krylov space of full dimension n reproduces λ_max up to a few ulps of
-# ‖S‖ (~1e-15 relative); 1e-10 leaves room for the accumulated roundoff of n matvecs.
-EXACT = 1e-10
+from flow_helpers import EXACT, random_model
 
 
 def _dense_per_token(f, h: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from steerflow.analysis.discrete import Update, branch_log_norms
 from steerflow.analysis.perturbation import (cumulative_trapezoid, perturbation_growth,
-                                             random_perturbation)
+                                             random_perturbation, stack_perturbation_growth)
 from steerflow.config import ModelConfig
 from steerflow.errors import InputError
 from steerflow.model.ode_block import ODEBlock
@@ -80,3 +81,48 @@ def test_bad_grid_and_eps_are_rejected():
         perturbation_growth(model.ode, h0, u, grid_points=6, steps=32)
     with pytest.raises(InputError, match="eps"):
         perturbation_growth(model.ode, h0, u, eps=2.0)
+
+
+def _linear_stack(maps: list[torch.Tensor], x: torch.Tensor) -> list[Update]:
+    """The updates of ``x_{l+1} = x_l + x_l A_lᵀ`` (each ``A_l`` acts on every token)."""
+    updates = []
+    for a in maps:
+        branch = lambda z, a=a: z @ a.T  # noqa: E731
+        updates.append(Update(f"block {len(updates)}", x, branch(x), branch))
+        x = x + branch(x)
+    return updates
+
+
+def test_stack_growth_of_a_contraction_is_exact_and_under_the_bound():
+    # f_l(x) = −c_l x: δ shrinks by (1 − c_l) per layer exactly, μ_l = −c_l, 1 − c ≤ exp(−c)
+    cs = [0.1, 0.3, 0.05]
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    updates = _linear_stack([-c * torch.eye(4, dtype=torch.float64) for c in cs], x)
+    r = stack_perturbation_growth(updates, branch_log_norms(updates, iters=12))
+    shrink = torch.tensor([1.0, 0.9, 0.9 * 0.7, 0.9 * 0.7 * 0.95], dtype=torch.float64)
+    torch.testing.assert_close(r.ratio, shrink[:, None].expand(4, 2))
+    torch.testing.assert_close(r.mu, -torch.tensor(cs, dtype=torch.float64)[:, None].expand(3, 2))
+    torch.testing.assert_close(r.bound[-1], torch.full((2,), math.exp(-sum(cs)),
+                                                       dtype=torch.float64))
+    assert r.taus.tolist() == [0, 1, 2, 3] and r.violations() == 0
+
+
+def test_stack_growth_exceeds_exp_sum_mu_by_the_second_order_term():
+    # f(x) = θ R x with R a rotation generator (R² = −I): μ = 0 but ‖(I + θR) δ‖ = √(1 + θ²)‖δ‖,
+    # the O(‖J‖²) gap between a unit Euler step and the flow: every layer is a violation
+    theta, layers = 0.5, 3
+    rot = torch.zeros(4, 4, dtype=torch.float64)
+    rot[0, 1], rot[1, 0], rot[2, 3], rot[3, 2] = -1.0, 1.0, -1.0, 1.0
+    updates = _linear_stack([theta * rot] * layers, torch.randn(1, 2, 4, dtype=torch.float64))
+    r = stack_perturbation_growth(updates, branch_log_norms(updates, iters=8), tolerance=1e-2)
+    assert float(r.mu.abs().max()) < 1e-12 and torch.equal(r.bound, torch.ones_like(r.bound))
+    growth = (1 + theta ** 2) ** (0.5 * torch.arange(layers + 1, dtype=torch.float64))
+    torch.testing.assert_close(r.ratio[:, 0], growth)
+    assert r.violations() == layers
+
+
+def test_stack_growth_needs_a_branch_and_an_estimate_per_update():
+    x = torch.randn(1, 2, 4, dtype=torch.float64)
+    updates = _linear_stack([torch.eye(4, dtype=torch.float64)], x)
+    with pytest.raises(InputError, match="branch"):
+        stack_perturbation_growth(updates, [])

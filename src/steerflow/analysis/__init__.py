@@ -16,6 +16,8 @@ Submodules (imported on use, so ``import steerflow.analysis`` stays light):
   Lanczos on Jacobian-vector products;
 * :mod:`~steerflow.analysis.perturbation` — perturbation growth against exp(∫ μ dτ);
 * :mod:`~steerflow.analysis.discrete` — how ODE-like the residual stream of a discrete model is;
+* :mod:`~steerflow.analysis.hf_stack`, :mod:`~steerflow.analysis.hf_flow` — a Hugging Face
+  causal LM read as a residual stack, and ``steerflow analyze flow --hf`` on it;
 * :mod:`~steerflow.analysis.refinement` — depth refinement of continuous transformers with smooth
   vs piecewise-constant weights in depth;
 * :mod:`~steerflow.analysis.flow` — the whole ``steerflow analyze flow`` run;

@@ -5,7 +5,9 @@ Paper 2 reads a residual layer ``x_{l+1} = x_l + f_l(x_l)`` as one forward-Euler
 (``‖f_l(x_l)‖ / ‖x_l‖ ≪ 1``) and varies smoothly with depth (consecutive updates point the same
 way: ``cos(f_l, f_{l+1})`` near 1). We measure both per token, plus the log-norm of each residual
 branch (per sequence: attention couples the tokens), on real text. In a hybrid model the ODE
-block appears as one update, its displacement ``H(1) − H(0)``.
+block appears as one update, its displacement ``H(1) − H(0)``. Any stack recorded as a list of
+:class:`Update` (a Hugging Face decoder through :mod:`~steerflow.analysis.hf_stack`) gets the
+same statistics from :func:`branch_log_norms` and :func:`layer_stats`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from steerflow.analysis.lognorm import log_norm
+from steerflow.analysis.lognorm import LogNormEstimate, log_norm
 
 
 @dataclass
@@ -79,6 +81,32 @@ def consecutive_cosine(a: Update, b: Update) -> torch.Tensor:
     return F.cosine_similarity(a.update, b.update, dim=-1).flatten()
 
 
+def branch_log_norms(updates: list[Update], iters: int = 24, seed: int = 0
+                     ) -> list[Optional[LogNormEstimate]]:
+    """The log-norm of each update's residual branch ``f_l`` at its input, per sequence
+    (attention couples the tokens); None for an update without a branch (the ODE block)."""
+    return [None if upd.branch is None else log_norm(upd.branch, upd.x, "sequence", iters, seed)
+            for upd in updates]
+
+
+def layer_stats(updates: list[Update],
+                estimates: Optional[list[Optional[LogNormEstimate]]] = None) -> list[LayerStats]:
+    """Per-update ratio and consecutive cosine, with the log-norms of :func:`branch_log_norms`
+    (``estimates``, aligned with ``updates``) where given."""
+    estimates = estimates or [None] * len(updates)
+    stats = []
+    for i, (upd, est) in enumerate(zip(updates, estimates)):
+        ratio = update_ratio(upd)
+        cos = consecutive_cosine(upd, updates[i + 1]) if i + 1 < len(updates) else None
+        row = LayerStats(upd.label, float(ratio.mean()), float(ratio.median()),
+                         None if cos is None else float(cos.mean()),
+                         None if cos is None else float(cos.median()))
+        if est is not None:
+            row.mu_mean, row.mu_max = float(est.mu.mean()), float(est.mu.max())
+        stats.append(row)
+    return stats
+
+
 def discrete_layer_stats(model, idx: torch.Tensor, u=None, lognorm_iters: int = 24,
                          seed: int = 0) -> list[LayerStats]:
     """Per-layer update ratio, consecutive cosine and branch log-norm for ``model`` on ``idx``.
@@ -86,15 +114,5 @@ def discrete_layer_stats(model, idx: torch.Tensor, u=None, lognorm_iters: int = 
     ``lognorm_iters = 0`` skips the log-norms. The model should be in float64 for the log-norms.
     """
     updates = residual_updates(model, idx, u)
-    stats = []
-    for i, upd in enumerate(updates):
-        ratio = update_ratio(upd)
-        cos = consecutive_cosine(upd, updates[i + 1]) if i + 1 < len(updates) else None
-        row = LayerStats(upd.label, float(ratio.mean()), float(ratio.median()),
-                         None if cos is None else float(cos.mean()),
-                         None if cos is None else float(cos.median()))
-        if upd.branch is not None and lognorm_iters > 0:
-            mu = log_norm(upd.branch, upd.x, "sequence", lognorm_iters, seed).mu
-            row.mu_mean, row.mu_max = float(mu.mean()), float(mu.max())
-        stats.append(row)
-    return stats
+    estimates = branch_log_norms(updates, lognorm_iters, seed) if lognorm_iters > 0 else None
+    return layer_stats(updates, estimates)

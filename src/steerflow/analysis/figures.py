@@ -36,7 +36,8 @@ def convergence_figure(path: Path, studies: dict[str, dict]) -> None:
 
 
 def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str,
-                 by_model: Optional[dict[str, np.ndarray]] = None) -> None:
+                 by_model: Optional[dict[str, np.ndarray]] = None,
+                 xlabel: str = "mu = lambda_max((J + J^T)/2) of alpha*F") -> None:
     """Histogram of log-norm samples per u; with ``by_model`` (≥ 2 models) a second panel
     compares the models (all u pooled)."""
     plt = _pyplot()
@@ -50,7 +51,7 @@ def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str,
         for label, values in series.items():
             ax.hist(values, bins=bins, alpha=0.5, label=label, density=True)
         ax.axvline(0.0, color="black", lw=0.8)
-        ax.set_xlabel("mu = lambda_max((J + J^T)/2) of alpha*F")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         ax.set_title(text, fontsize=10)
         ax.legend(fontsize=7)
@@ -58,8 +59,9 @@ def mu_histogram(path: Path, samples: dict[str, np.ndarray], title: str,
     _save(fig, path)
 
 
-def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
-    """Measured ‖δH(τ)‖/‖δH(0)‖ against the bound exp(∫μ) (median and worst token), per u."""
+def perturbation_figure(path: Path, curves: dict[str, dict], depth: str = "tau") -> None:
+    """Measured ‖δH(τ)‖/‖δH(0)‖ against the bound exp(∫μ) (median and worst token), per u;
+    ``depth`` names the x axis (``layer`` for a discrete stack)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -76,12 +78,12 @@ def perturbation_figure(path: Path, curves: dict[str, dict]) -> None:
                  for c in curves.values())
     if spread > 10:  # log scale only when the curves span more than a decade
         axes[0].set_yscale("log")
-    axes[0].set_xlabel("tau")
-    axes[0].set_ylabel("|dH(tau)| / |dH(0)|")
+    axes[0].set_xlabel(depth)
+    axes[0].set_ylabel(f"|dH({depth})| / |dH(0)|")
     axes[0].set_title("Perturbation growth vs log-norm bound")
     axes[0].legend(fontsize=6)
     axes[1].axhline(1.0, color="black", lw=0.8)
-    axes[1].set_xlabel("tau")
+    axes[1].set_xlabel(depth)
     axes[1].set_ylabel("measured / bound")
     axes[1].set_title("Bound check (<= 1: the bound holds)")
     axes[1].legend(fontsize=6)

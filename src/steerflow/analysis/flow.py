@@ -108,38 +108,43 @@ def flow_part(model64, h0: torch.Tensor, cfg: FlowConfig) -> dict[str, Any]:
     """μ along the trajectories and perturbation growth vs the bound, per u."""
     from steerflow.analysis.perturbation import perturbation_growth
 
-    per_u, curves, mus = {}, {}, {}
-    violations, worst = 0, 0.0
-    for u in cfg.controls:
-        uc = control_tensor(model64, u, h0.shape[0])
-        r = perturbation_growth(model64.ode, h0, uc, cfg.grid_points, cfg.traj_steps, cfg.eps,
-                                cfg.lanczos_iters, cfg.seed, cfg.tolerance)
-        label = _u_label(u)
-        mus[label] = r.mu.cpu().numpy()
-        violations += r.violations()
-        worst = max(worst, r.max_ratio_over_bound)
-        per_u[label] = {
-            "mu": summary(r.mu),
-            "lanczos_residual_max": float(r.lanczos_residual.max()),
-            "growth_at_1": summary(r.ratio[-1]),
-            "bound_at_1": summary(r.bound[-1]),
-            "violations": r.violations(),
-            "max_ratio_over_bound": r.max_ratio_over_bound,
-        }
-        curves[label] = {"taus": r.taus.tolist(), "ratio": r.ratio.cpu().numpy(),
-                         "bound": r.bound.cpu().numpy()}
-        grouping = r.grouping
+    growth = {_u_label(u): perturbation_growth(
+        model64.ode, h0, control_tensor(model64, u, h0.shape[0]), cfg.grid_points, cfg.traj_steps,
+        cfg.eps, cfg.lanczos_iters, cfg.seed, cfg.tolerance) for u in cfg.controls}
+    per_u = {label: perturbation_entry(r) for label, r in growth.items()}
+    mus = {label: r.mu.cpu().numpy() for label, r in growth.items()}
     all_mu = np.concatenate([m.ravel() for m in mus.values()])
     return {
-        "mu": {**summary(all_mu), "grouping": grouping, "per_u": {k: v["mu"] for k, v in per_u.items()},
+        "mu": {**summary(all_mu), "grouping": next(iter(growth.values())).grouping,
+               "per_u": {k: v["mu"] for k, v in per_u.items()},
                "tau_grid": cfg.grid_points, "lanczos_iters": cfg.lanczos_iters},
         "perturbation": per_u,
-        "bound_violations": {"count": violations,
-                             "points": int(sum(m[1:].size for m in mus.values())),
-                             "max_ratio_over_bound": worst, "tolerance": cfg.tolerance,
-                             "eps": cfg.eps},
-        "_curves": curves, "_mu_samples": mus,
+        "bound_violations": bound_violations(list(growth.values()), cfg.eps),
+        "_curves": {label: perturbation_curve(r) for label, r in growth.items()},
+        "_mu_samples": mus,
     }
+
+
+def perturbation_entry(r) -> dict[str, Any]:
+    """results.json's summary of one :class:`~steerflow.analysis.perturbation.PerturbationResult`
+    (``*_at_1``: at the end of the flow, or of the stack)."""
+    return {"mu": summary(r.mu), "lanczos_residual_max": float(r.lanczos_residual.max()),
+            "growth_at_1": summary(r.ratio[-1]), "bound_at_1": summary(r.bound[-1]),
+            "violations": r.violations(), "max_ratio_over_bound": r.max_ratio_over_bound}
+
+
+def perturbation_curve(r) -> dict[str, Any]:
+    """The measured ratio and its bound on the grid, for the perturbation figure."""
+    return {"taus": r.taus.tolist(), "ratio": r.ratio.cpu().numpy(), "bound": r.bound.cpu().numpy()}
+
+
+def bound_violations(growth: list, eps: Optional[float]) -> dict[str, Any]:
+    """Violations (measured > bound·(1 + tolerance)) over every τ > 0 point of ``growth``
+    (``eps``: the perturbation's relative size; None for a linearised one)."""
+    return {"count": sum(r.violations() for r in growth),
+            "points": int(sum(r.ratio[1:].numel() for r in growth)),
+            "max_ratio_over_bound": max(r.max_ratio_over_bound for r in growth),
+            "tolerance": growth[0].tolerance, "eps": eps}
 
 
 def discrete_part(models: dict[str, Any], idx: torch.Tensor, cfg: FlowConfig) -> dict[str, Any]:

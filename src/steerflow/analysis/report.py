@@ -43,21 +43,26 @@ def mu_section(results: dict[str, Any]) -> list[str]:
             "![mu](mu_hist.png)", ""]
 
 
-def perturbation_section(results: dict[str, Any]) -> list[str]:
-    rows = [[f"u={u}", p["growth_at_1"]["median"], p["growth_at_1"]["max"],
+def perturbation_section(results: dict[str, Any],
+                         heading: str = "## 5. Perturbation growth vs exp(∫μ dτ)",
+                         column: str = "u") -> list[str]:
+    """The perturbation table, one row per key of ``results["perturbation"]`` (``column=u``:
+    the values of u)."""
+    rows = [[f"u={u}" if column == "u" else u, p["growth_at_1"]["median"], p["growth_at_1"]["max"],
              p["bound_at_1"]["median"], p["max_ratio_over_bound"], p["violations"]]
             for u, p in results["perturbation"].items()]
     v = results["bound_violations"]
-    return ["## 5. Perturbation growth vs exp(∫μ dτ)", "",
-            format_table(["u", "median ‖δH(1)‖/‖δH(0)‖", "max", "median bound",
+    return [heading, "",
+            format_table([column, "median ‖δH(1)‖/‖δH(0)‖", "max", "median bound",
                           "max measured/bound", "violations"], rows), "",
             f"Violations (measured > bound·(1 + {v['tolerance']:g})): **{v['count']}** of "
             f"{v['points']} (τ, token/sequence) points; worst measured/bound "
             f"{v['max_ratio_over_bound']:.6f}.", "", "![perturbation](perturbation.png)", ""]
 
 
-def discrete_section(results: dict[str, Any]) -> list[str]:
-    lines = ["## 3. How ODE-like are the discrete layers?", ""]
+def discrete_section(results: dict[str, Any],
+                     heading: str = "## 3. How ODE-like are the discrete layers?") -> list[str]:
+    lines = [heading, ""]
     for label, rows in results["discrete"].items():
         table = [[r["layer"], r["ratio_median"], _num(r["cos_next_median"]), _num(r["mu_mean"]),
                   _num(r["mu_max"])] for r in rows]
@@ -112,4 +117,22 @@ def markdown_report(results: dict[str, Any]) -> str:
             ""]
     body = (order_section(results) + refinement_section(results) + discrete_section(results)
             + mu_section(results) + perturbation_section(results) + contractive_section(results))
+    return "\n".join(head + body) + "\n"
+
+
+def hf_markdown_report(results: dict[str, Any]) -> str:
+    """The report of ``analyze flow --hf``: a Hugging Face decoder read as a discrete stack."""
+    m, mu, inputs = results["model"], results["mu"], results["inputs"]
+    head = ["# Flow analysis of a Hugging Face decoder", "",
+            f"`{results['source']}` ({m['class']}, {m['layers']} blocks, d = {m['n_embd']}, "
+            f"float64); {results['tokens_analysed']} tokens: {inputs['description']}.", "",
+            "Each block is one residual update x_{l+1} = x_l + f_l(x_l) of the whole layer "
+            "(attention and MLP), read as a unit Euler step; δH(1) is the perturbation at the "
+            "last block's output. The bound exp(Σ μ_l) is the ODE reading's: each block may "
+            "exceed it by O(‖J_l‖²).", "",
+            f"Log-norm μ of the branches (per sequence, Lanczos, {mu['lanczos_iters']} Krylov "
+            f"vectors): mean {mu['mean']:.4g}, max {mu['max']:.4g}, fraction < 0 "
+            f"{mu['fraction_negative']:.2f}.", "", "![mu](mu_hist.png)", ""]
+    body = (discrete_section(results, "## How ODE-like are the blocks?")
+            + perturbation_section(results, "## Perturbation growth vs exp(Σ μ_l)", "through"))
     return "\n".join(head + body) + "\n"

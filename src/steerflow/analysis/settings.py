@@ -124,6 +124,13 @@ def check_methods(methods: Sequence[str], steps: Sequence[int]) -> None:
         raise InputError(f"need at least two distinct step counts to fit an order, got {list(steps)}")
 
 
+def require_positive(settings, names: Sequence[str]) -> None:
+    """InputError unless every field ``names`` of ``settings`` is >= 1."""
+    for name in names:
+        if getattr(settings, name) < 1:
+            raise InputError(f"{name} must be >= 1, got {getattr(settings, name)}")
+
+
 @dataclass
 class FlowConfig:
     """Options of one ``analyze flow`` run.
@@ -183,9 +190,7 @@ class FlowConfig:
         positive = ("batch_size", "lanczos_iters", "traj_steps", "loss_batches",
                     "refinement_iters", "refinement_train_steps", "refinement_batch_size",
                     "refinement_width", "refinement_basis")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, positive)
         if not self.controls:
             raise InputError("give at least one control value u")
         if any(not math.isfinite(u) for u in self.controls):
@@ -205,3 +210,40 @@ class FlowConfig:
         if self.tolerance < 0:
             raise InputError(f"tolerance must be >= 0, got {self.tolerance}")
         check_methods(self.methods, self.steps)  # before minutes of loading, not after
+
+
+@dataclass
+class HFFlowConfig:
+    """Options of one ``analyze flow --hf`` run: a Hugging Face causal LM read as a discrete
+    residual stack (layer statistics, branch log-norms, perturbation growth against exp(Σμ)).
+
+    Args:
+        source: a local folder saved by ``transformers`` (config.json and safetensors weights),
+            or ``hf:<repo id>`` to download one from the Hub (network).
+        out: output folder (created).
+        batch_size, seq_len: sequences analysed and their length in tokens.
+        data_dir: data folder (else ``$STEERFLOW_DATA``, else the Hub) of the analysis text, the
+            WikiText-2 validation split; read only when the source has a tokenizer.
+        lanczos_iters: Krylov dimension of the log-norm estimates.
+        tolerance: relative slack before a measured growth above exp(Σμ) is counted (the
+            perturbation is carried through the linearised stack: no size to choose).
+        seed: random token ids (without a tokenizer), start vectors and perturbation.
+        device: ``cpu`` or ``cuda``.
+    """
+
+    source: str
+    out: str
+    batch_size: int = 4
+    seq_len: int = 64
+    data_dir: Optional[str] = None
+    lanczos_iters: int = 32
+    tolerance: float = 1e-2
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if str(self.source).strip() in ("", "hf:"):
+            raise InputError("--hf needs a folder saved by transformers or hf:<repo id>")
+        require_positive(self, ("batch_size", "seq_len", "lanczos_iters"))
+        if self.tolerance < 0:
+            raise InputError(f"tolerance must be >= 0, got {self.tolerance}")

@@ -335,11 +335,22 @@ class SteerFlowGPT(nn.Module):
         return self.param_counts().total
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: Union[str, os.PathLike], tokenizer=None) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically."""
+    def save_pretrained(self, directory: Union[str, os.PathLike], tokenizer=None,
+                        format: str = "steerflow") -> None:
+        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
+
+        ``format="transformers"`` writes ``transformers``' layout instead: a ``GPT2LMHeadModel``
+        folder for a discrete model, remote code for a hybrid (:mod:`steerflow.hf.export`).
+        """
+        from steerflow.hf.export import check_format, export_transformers
         from steerflow.model.hub import save_pretrained
 
-        save_pretrained(self, directory, tokenizer if tokenizer is not None else self.tokenizer)
+        check_format(format)
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if format == "transformers":
+            export_transformers(self, directory, tokenizer)
+        else:
+            save_pretrained(self, directory, tokenizer)
 
     @classmethod
     def from_pretrained(cls, path_or_repo: Union[str, os.PathLike], *, map_location: str = "cpu",

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 from steerflow.config import ModelConfig
 from steerflow.errors import CheckpointError, ConfigError
@@ -84,7 +84,7 @@ def from_pretrained(cls, path_or_repo: Union[str, os.PathLike], *, map_location:
 
     name = str(path_or_repo)
     if name.startswith(HUB_PREFIX):  # network access only when asked for by name
-        directory = _download(name[len(HUB_PREFIX):], **hub_kwargs)
+        directory = download(name[len(HUB_PREFIX):], **hub_kwargs)
     else:
         directory = Path(path_or_repo)
         if not directory.exists():
@@ -119,8 +119,10 @@ def from_pretrained(cls, path_or_repo: Union[str, os.PathLike], *, map_location:
     return model
 
 
-def _download(repo_id: str, **hub_kwargs) -> Path:
-    """Fetch a checkpoint folder from the Hub (only safetensors, config and tokenizer files)."""
+def download(repo_id: str, patterns: Sequence[str] = (CONFIG_NAME, WEIGHTS_NAME, "tokenizer*.json"),
+             **hub_kwargs) -> Path:
+    """Fetch the files matching ``patterns`` (default: a steerflow checkpoint's safetensors, config
+    and tokenizer files) of a Hub repo; never pickles."""
     import logging
 
     from huggingface_hub import snapshot_download
@@ -128,7 +130,7 @@ def _download(repo_id: str, **hub_kwargs) -> Path:
     logging.getLogger(__name__).info("downloading %s from the Hugging Face Hub", repo_id)
     try:
         return Path(snapshot_download(
-            repo_id, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizer*.json"], **hub_kwargs))
+            repo_id, allow_patterns=list(patterns), **hub_kwargs))
     except Exception as exc:  # network, auth, missing repo: one clear line
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = lines[0] if lines else ""  # huggingface_hub's messages run over several lines

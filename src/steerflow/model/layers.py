@@ -45,36 +45,48 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.append(k, v)
-        dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        elif T == 1:
-            # one new token attends to every cached position: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        else:
-            # T new tokens after `past` cached ones: query i sees keys 0 .. past + i
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        y = causal_attention(self.c_attn(x), self.n_head, cache,
+                             self.dropout if self.training else 0.0)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
+def causal_attention(qkv: torch.Tensor, n_head: int, cache: Optional[KVCache] = None,
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal multi-head attention of packed projections ``qkv`` ``(B, T, 3C)`` → ``(B, T, C)``.
+
+    With ``cache`` the T new positions follow the cached ones and their keys and values are
+    appended to it.
+    """
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = qkv.split(C, dim=2)
+    q = q.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, nh, T, hd)
+    k = k.view(B, T, n_head, C // n_head).transpose(1, 2)
+    v = v.view(B, T, n_head, C // n_head).transpose(1, 2)
+    past = 0
+    if cache is not None:
+        past = cache.length
+        k, v = cache.append(k, v)
+    if past == 0:
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    elif T == 1:
+        # one new token attends to every cached position: no mask needed
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    else:
+        # T new tokens after `past` cached ones: query i sees keys 0 .. past + i
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=qkv.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+
+
 class MLP(nn.Module):
-    """The transformer's position-wise MLP: ``Linear(d, 4d) → GELU → Linear(4d, d)``."""
+    """The transformer's position-wise MLP: ``Linear(d, 4d) → GELU → Linear(4d, d)`` (GELU exact,
+    or GPT-2's tanh approximation with ``config.gelu_approximate="tanh"``)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -1,12 +1,15 @@
 """Vector fields ``F_θ(H, τ, u)`` of the ODE block (the block integrates ``dH/dτ = α·F``).
 
-Three kinds, chosen by ``ModelConfig.field``:
+Four kinds, chosen by ``ModelConfig.field``:
 
 * ``mlp`` — paper 1: ``F = MLP(Concat(LN(H), τ, Broadcast(u)))``, position-wise.
 * ``block`` — paper 2's view: a full causal transformer block is the vector field, so one Euler
   step of size 1 is exactly a pre-LN block; u (and τ) are concatenated into its MLP input.
 * ``contractive`` — ``F = -γH + g(H, τ, u)`` with ``Lip_H(g) ≤ 0.9γ`` enforced by exact spectral
   normalisation, so the one-sided Lipschitz constant of F is at most ``-0.1γ`` (paper 2, §contractivity).
+* ``depth-block`` — a causal transformer block whose weights are a smooth spline in τ through one
+  block per replaced layer (:mod:`steerflow.model.depth_field`): an Euler step per layer is
+  exactly the discrete stack, so a pretrained GPT-2 converts without changing its outputs.
 
 ``injection="add"`` is the ablation paper 1 argues against: u is projected to width d and added to
 H *before* the LayerNorm, which can normalise the control away ("vanishing control").
@@ -26,13 +29,11 @@ from torch import nn
 
 from steerflow.config import ModelConfig
 from steerflow.errors import ConfigError
-from steerflow.model.layers import CausalSelfAttention, KVCache
+from steerflow.model.depth_field import DepthBlockField
+from steerflow.model.field_base import OUTPUT_INIT_STD, ControlOut, VectorField
+from steerflow.model.layers import CausalSelfAttention
 
 _ACTIVATIONS = {"softplus": nn.Softplus, "gelu": nn.GELU, "tanh": nn.Tanh}
-
-#: std of the near-zero init of every field's output layer (the reference code's choice: the
-#: block starts close to the identity map and α·F grows only as training asks for it).
-OUTPUT_INIT_STD = 1e-3
 
 
 class ControlledLinear(nn.Module):
@@ -70,66 +71,6 @@ class ControlledLinear(nn.Module):
         """Use gain ``gain`` with ``W_u`` scaled by ``old / gain``: ``g · W_u`` is unchanged."""
         self.linear.weight[:, self.d_in + int(self.time):] *= self.gain / float(gain)
         self.gain = float(gain)
-
-
-class ControlOut(nn.Module):
-    """The direct control path of the mlp field: ``g · W_o u``, ``W_o ∈ R^{d×c}`` zero-initialised.
-
-    Through ``fc_in`` alone, u reaches F only via ``fc_out``, whose near-zero init leaves the
-    gradient of ``W_u`` tiny and a short steering run with almost no u-effect (measured on
-    ``small``: logits move by 0.04 between u = ±1 after 150 steps). This path writes a learned
-    direction per control axis into the residual stream at every τ, as a learned ActAdd vector
-    inside the flow; ``g`` is the control gain (:class:`ControlledLinear`).
-    """
-
-    def __init__(self, control_dim: int, d_out: int, gain: float = 1.0) -> None:
-        super().__init__()
-        self.linear = nn.Linear(control_dim, d_out, bias=False)
-        nn.init.zeros_(self.linear.weight)
-        self.gain = float(gain)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.gain * self.linear(u)  # (B, 1, c) -> (B, 1, d)
-
-    @torch.no_grad()
-    def set_gain_(self, gain: float) -> None:
-        """Use gain ``gain`` with ``W_o`` scaled by ``old / gain`` (the same function)."""
-        self.linear.weight *= self.gain / float(gain)
-        self.gain = float(gain)
-
-
-class VectorField(nn.Module):
-    """Base class. ``forward(tau, h, u, cache=None)`` → ``F(H, τ, u)`` of shape ``(B, T, d)``.
-
-    ``position_wise`` is True when F at a token depends on that token only (no attention): then
-    generation can integrate the new tokens alone.
-    """
-
-    position_wise: bool = True
-
-    def forward(self, tau: torch.Tensor, h: torch.Tensor, u: torch.Tensor,
-                cache: Optional[KVCache] = None) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def output_layers(self) -> list[nn.Linear]:
-        """The layers whose outputs F is a sum of, so ``F(c·W) = c·F(W)`` for these weights.
-
-        Empty when F is not linear in its output layers (then α cannot be moved into F).
-        """
-        return []
-
-    @torch.no_grad()
-    def scale_output_(self, factor: torch.Tensor) -> None:
-        """Multiply F by ``factor`` (a scalar or one value per channel) in place, exactly."""
-        layers = self.output_layers()
-        if not layers:
-            raise ConfigError(f"{type(self).__name__} is not linear in an output layer; its "
-                              f"output cannot be rescaled")
-        for layer in layers:
-            column = factor.reshape(-1, 1) if factor.ndim else factor  # rows = output channels
-            layer.weight.mul_(column)
-            if layer.bias is not None:
-                layer.bias.mul_(factor)
 
 
 def _control_width(config: ModelConfig) -> int:
@@ -244,6 +185,7 @@ FIELDS: dict[str, type[VectorField]] = {
     "mlp": MLPField,
     "block": BlockField,
     "contractive": ContractiveField,
+    "depth-block": DepthBlockField,
 }
 
 
