@@ -145,6 +145,48 @@ def test_distillation_lowers_the_kl_and_u_moves_the_next_token(run_cfg, experts)
     assert shift(after) > 0.05 and shift(after) > 10 * shift(before)
 
 
+def test_control_path_and_head_recipe_trains_only_them_and_steers(run_cfg, experts):
+    """``control_only`` + ``train_head``: W_o and an untied copy of the head are all that move."""
+    spec = f"dexperts:{experts[0]},{experts[1]}"
+    cfg = run_cfg("distill-head", task="distill", distill_teacher=spec, distill_alpha=1.0,
+                  control_out=True, control_only=True, control_gain=3.0, train_head=True,
+                  distill_on_policy=0.0, steps=60, block_size=32, weight_decay=0.0)
+    before = SteerFlowGPT.from_pretrained(cfg.init_from).eval()
+    base, pos, neg = _models(cfg.init_from, experts)
+    teacher = ContrastTeacher.dexperts(base, pos, neg, alpha=1.0)
+    after = train(cfg).model.eval()
+    assert not after.config.tie_weights and after.config.control_out
+    assert after.lm_head.weight.data_ptr() != after.wte.weight.data_ptr()
+    tok = after.tokenizer
+    x = torch.tensor([tok.encode(" The team moved to the north of the city . It was")])
+    with torch.no_grad():  # below the head, u = 0 is the base (α and the gain are re-expressed)
+        head = after.lm_head.weight.detach().clone()
+        after.lm_head.weight.copy_(before.lm_head.weight)
+        torch.testing.assert_close(after(x, _u(0, 1))[0], before(x, _u(0, 1))[0])
+        after.lm_head.weight.copy_(head)
+    for name in ("wte.weight", "ln_f.weight", "blocks.0.mlp.c_fc.weight"):
+        assert torch.equal(after.get_parameter(name), before.get_parameter(name)), name
+    assert after.ode.field.u_out.linear.weight.abs().sum() > 0
+    kl_before, kl_after = kl_by_u(before, teacher, x), kl_by_u(after, teacher, x)
+    for value in (-1.0, 1.0):
+        assert kl_after[value] < 0.8 * kl_before[value]
+    reloaded = SteerFlowGPT.from_pretrained(cfg.out).eval()  # the untied head survives saving
+    with torch.no_grad():
+        assert torch.equal(reloaded(x, _u(1, 1))[0], after(x, _u(1, 1))[0])
+
+
+def test_untying_the_head_is_the_same_model(pretrained_dir):
+    from steerflow.train.setup import untie_head
+
+    model = SteerFlowGPT.from_pretrained(pretrained_dir).eval()
+    x = torch.randint(0, 400, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z = model(x)[0]
+        untie_head(model)
+        assert not model.config.tie_weights and model.lm_head.weight is not model.wte.weight
+        assert torch.equal(model(x)[0], z)
+
+
 def test_the_expert_learns_its_label_only(run_cfg, experts):
     from steerflow.data import resolve_data_source
     from steerflow.steer.data import build_expert_source
@@ -191,6 +233,8 @@ def test_shaped_steering_and_conditional_pretraining_are_wired(run_cfg):
     (dict(task="steer", distill_teacher="guidance"), "applies to task='distill' only"),
     (dict(task="expert", expert_label=0), "expert_label must be"),
     (dict(task="lm", lm_u="conditional", lm_u_share=2.0), "lm_u_share must be"),
+    (dict(task="lm", train_head=True), "train_head applies to task='steer' or 'distill'"),
+    (dict(task="lm", control_only=True), "control_only applies to task='steer' or 'distill'"),
 ])
 def test_bad_distillation_settings_are_refused(run_cfg, changes, message):
     with pytest.raises(ConfigError, match=message):

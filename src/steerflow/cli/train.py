@@ -67,6 +67,13 @@ def add_parser(sub) -> None:
                       help="--task steer/distill: add a direct control path g·W_o·u to the mlp "
                            "field (W_o = 0 at first: the same model), so u writes a learned "
                            "direction into the residual stream")
+    what.add_argument("--train-head", action="store_true", default=None,
+                      help="--task steer/distill: untie the LM head from the embeddings and train "
+                           "it, so the logits can leave the base head's span (where little of a "
+                           "sentiment contrast lies on a small model)")
+    what.add_argument("--control-only", action="store_true", default=None,
+                      help="--task steer/distill: train only the field's direct control path "
+                           "(with --control-out), so the field at u = 0 stays the pretrained one")
     what.add_argument("--steer-discriminative", type=_discriminative_weight, metavar="W",
                       nargs="?", const=_GEDI,
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "

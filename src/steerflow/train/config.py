@@ -36,7 +36,8 @@ NONFINITE_ACTIONS = ("skip", "stop")
 LM_U_MODES = ("zero", "random", "conditional")
 #: options that only the control tasks (``steer``, ``distill``) accept (their defaults switch
 #: them off)
-STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain", "control_out")
+STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain", "control_out", "train_head",
+              "control_only")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
@@ -117,16 +118,10 @@ class TrainConfig:
             ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
             learning rate per step and the steering run diverges once α ≈ 1).
         steer_alpha_value: with ``task="steer"``, before the first step re-express the ODE block's
-            ``α·F`` with α set to this value and F's output layer scaled to match (the model is
-            unchanged; :meth:`~steerflow.model.ode_block.ODEBlock.reset_alpha_`). Adam moves
-            each weight by about one learning rate per step, so it moves α·F by about α·lr: a
-            pretraining that shrank α (the 1500-step ``small`` LM: 0.1 → 0.009) leaves a
-            frozen-α steering run learning that much slower. ``auto`` (default) sets α = 1 where
-            the field is linear in its output layer (``mlp``) and keeps α otherwise; ``keep``
-            leaves α as pretrained; ``init`` uses the config's ``alpha_init``; a number sets it.
-            Measured on cloze steering of that LM, 400 steps (docs/results/steering_small.md):
-            share P(good)/(P(good)+P(bad)) at u = +1 / −1 of 0.654 / 0.648 with α kept,
-            0.543 / 0.431 with α = 0.1, 0.816 / 0.093 with α = 1.
+            ``α·F`` with α set to this value and F's output layer scaled to match (the same model,
+            :meth:`~steerflow.model.ode_block.ODEBlock.reset_alpha_`): Adam moves α·F by about
+            α·lr per step, so a pretraining that shrank α learns slowly. ``auto`` (default): α = 1
+            for the ``mlp`` field, else keep; ``keep``; ``init`` (``alpha_init``); or a number.
         steer_discriminative: with ``task="steer"``, the weight w of GeDi's discriminative term:
             the loss is ``(1 − w)·LM + w·(−log P(u | x))`` with ``P(u | x) = σ(s·(ℓ(x|u) −
             ℓ(x|−u)))`` from the model's own length-normalised likelihoods and a learned scale s
@@ -137,13 +132,17 @@ class TrainConfig:
             so the model at u = 0 stays the pretrained LM on general text and the steering data's
             domain moves into u instead (0, default: off; the paper trains on the steering data
             alone). Adds one batch to every step.
-        train_discrete: with ``task="steer"``, also train the discrete blocks (embeddings, final
-            LayerNorm and head stay frozen).
-        train_final_norm: with ``task="steer"``, also train the final LayerNorm's gain and bias
-            (the embeddings and the head stay frozen, as in the paper). A frozen ``ln_f`` caps the
-            probability any residual stream can give one token (``probability_ceiling`` in
-            :mod:`steerflow.steer.sentiment_probe`); a small LM's ceiling for " good" is below
-            the paper's Table 2 values, so the cloze replication needs this.
+        train_discrete: with ``task="steer"``, also train the discrete blocks.
+        train_final_norm: with ``task="steer"``, also train the final LayerNorm's gain and bias: a
+            frozen ``ln_f`` caps the probability any residual stream can give one token
+            (``probability_ceiling`` in :mod:`steerflow.steer.sentiment_probe`).
+        train_head: with ``task="steer"``/``"distill"``, untie the LM head from the token
+            embeddings (a copy: the same model) and train it. A hidden state moves the logits only
+            within span(W_head) (d of V directions); on ``small`` 3.9 % of DExperts' mean contrast
+            lies there, so the head must learn to read what u writes (:mod:`steerflow.steer.distill`).
+        control_only: with ``task="steer"``/``"distill"``, train only the field's direct control
+            path ``W_o`` (needs ``control_out``) in the ODE block, so the field at u = 0 stays the
+            pretrained one exactly.
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
             ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
             vocabulary size is set from it.
@@ -207,6 +206,8 @@ class TrainConfig:
     steer_alpha_value: Union[str, float] = "auto"
     control_gain: Optional[float] = None
     control_out: bool = False
+    train_head: bool = False
+    control_only: bool = False
     steer_discriminative: float = 0.0
     steer_anchor: float = 0.0
     tokenizer: Optional[str] = None

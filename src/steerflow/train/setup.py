@@ -83,23 +83,40 @@ def alpha_of(model: nn.Module) -> Optional[float]:
 
 
 def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: bool = False,
-                        train_final_norm: bool = False) -> None:
-    """Freeze embeddings, final LayerNorm and head; train the ODE block (+ discrete blocks,
-    + the final LayerNorm with ``train_final_norm``).
+                        train_final_norm: bool = False, train_head: bool = False,
+                        control_only: bool = False) -> None:
+    """Freeze embeddings, final LayerNorm and head; train the ODE block (only its direct control
+    path ``W_o`` with ``control_only``), + the discrete blocks, + the final LayerNorm, + the head
+    (untied first, :func:`untie_head`) as the flags say.
 
     α stays fixed unless ``train_alpha`` (see ``TrainConfig.steer_alpha``).
     """
     if getattr(model, "ode", None) is None:
         raise ConfigError("tasks 'steer' and 'distill' need a hybrid model with an ODE block; the checkpoint is "
                           "a discrete baseline")
+    control_out = getattr(model.ode.field, "u_out", None)
+    if control_only and control_out is None:
+        raise ConfigError("control_only trains the field's direct control path, which this model "
+                          "lacks: add it with control_out")
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = ([model.ode] + ([model.blocks] if train_discrete else [])
-                 + ([model.ln_f] if train_final_norm else []))
+    if train_head:
+        untie_head(model)
+    trainable = ([control_out if control_only else model.ode]
+                 + ([model.blocks] if train_discrete else [])
+                 + ([model.ln_f] if train_final_norm else [])
+                 + ([model.lm_head] if train_head else []))
     for module in trainable:
         for p in module.parameters():
             p.requires_grad_(True)
-    model.ode.alpha.requires_grad_(train_alpha)
+    model.ode.alpha.requires_grad_(train_alpha and not control_only)
+
+
+def untie_head(model: nn.Module) -> None:
+    """Give the LM head its own copy of the token embeddings (the same model, now untied)."""
+    if model.config.tie_weights:
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+        model.config = dataclasses.replace(model.config, tie_weights=False)
 
 
 # ---------------------------------------------------------------------------- the factory
@@ -286,7 +303,7 @@ def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], token
         reset_alpha(model, cfg.steer_alpha_value, log)  # a resumed run then loads its own state
         set_control(model, cfg.control_gain, cfg.control_out, log)
         freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
-                            cfg.train_final_norm)
+                            cfg.train_final_norm, cfg.train_head, cfg.control_only)
     model.to(ctx.device).train()
     counts = model.param_counts()
     log(f"model: {cfg.model if not cfg.init_from else cfg.init_from} — "
