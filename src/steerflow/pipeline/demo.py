@@ -51,6 +51,8 @@ class RunSettings:
     steer_anchor: float = 0.0
     control_gain: Optional[float] = None
     control_out: bool = False
+    control_only: bool = False
+    train_head: bool = False
     # ... and its optimisation
     steer_steps: Optional[int] = 200
     steer_batch_size: int = 32
@@ -63,6 +65,7 @@ class RunSettings:
     distill_on_policy: float = 0.5
     distill_batch_size: int = 16
     distill_lr: float = 1e-3
+    distill_block_size: Optional[int] = None
     # samples and the steering evaluation
     eval_prompts: int = 50
     eval_samples: int = 4
@@ -111,13 +114,16 @@ SCALES: dict[str, RunSettings] = {
                         probe_sentences=60, flow_batch_size=1, flow_lanczos_iters=6,
                         flow_grid_points=3, flow_traj_steps=8, flow_loss_batches=2,
                         flow_refinement=False),
-    # the README's main job: at most 10 minutes on 2 CPU cores (measured 9.9 min with 300
-    # contractive steps, whole-split evaluation and no consistency term, so the evaluations are
-    # trimmed). Steering on SST-2 with the consistency penalty: steering alone broke the ODE's
-    # continuity (invariance 3.9 %; 0.0008 % with λ = 100, docs/results/steering_small.md)
-    "small": RunSettings(config="small", lm_steps=250, contractive_steps=100, test_batches=40,
-                         steer_consistency=100.0, invariance_batches=1, probe_sentences=200,
-                         flow_refinement_iters=50),
+    # the README's main job: at most 10 minutes on 2 CPU cores, trimmed evaluations. The steering
+    # recipe (the steering issue): DExperts' expert and anti-expert, then their contrast at α = 1
+    # distilled into one pass through the field's direct control path and an untied head
+    "small": RunSettings(config="small", lm_steps=250, contractive_steps=50, test_batches=40,
+                         steer_steps=None, expert_steps=150, distill_steps=200,
+                         distill_gamma=1.0, distill_on_policy=0.0, distill_lr=1e-2,
+                         distill_block_size=64, control_gain=3.0, control_out=True,
+                         control_only=True, train_head=True, guidance_gammas=(),
+                         dexperts_alphas=(1.0,), invariance_batches=1, probe_sentences=200,
+                         flow_refinement=False),
     # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
     "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
                          open_us=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0),
@@ -276,7 +282,8 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
             "steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
             t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
                                   "steer_train_discrete", "steer_final_norm", "steer_anchor",
-                                  "control_gain", "control_out", "steer_steps",
+                                  "control_gain", "control_out", "control_only",
+                                  "train_head", "steer_steps",
                                   "steer_batch_size", "steer_lr"],
             outputs=[f"{steer_output(s)}/model.safetensors"]))
     if s.expert_steps:
@@ -292,7 +299,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
                        f"(weight {s.distill_gamma:g}) into one pass at u",
             stage_distill(s, env), t.get("distill", t["steer"]),
             settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("distill_")]
-            + ["control_gain", "control_out"],
+            + ["control_gain", "control_out", "control_only", "train_head"],
             outputs=[f"{PATHS.steered}/model.safetensors"]))
     stages += [
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),

@@ -13,7 +13,10 @@ The recipe, stage by stage (each a ``steerflow train`` run the user can repeat b
    teacher, per token over the vocabulary, on WikiText-2 windows and on teacher-sampled
    continuations of neutral openings, u ~ U[−1, 1]: DExperts z_base + u·α·(z_pos − z_neg) when the
    experts were trained, else the stage-1 model's own guidance z(0) + γ·(z(u) − z(−u))
-   (classifier-free guidance, distilled as in Meng et al., CVPR 2023).
+   (classifier-free guidance, distilled as in Meng et al., CVPR 2023). ``control_only`` and
+   ``train_head`` train just the field's direct control path and an untied LM head: a hidden
+   state moves the logits only within span(W_head), where little of the contrast lies on a small
+   LM, so the head learns to read the direction u writes (``TrainConfig.train_head``).
 
 Each stage is optional (its ``*_steps`` of None skips it); the last that runs writes
 ``PATHS.steered``, the model every later stage measures.
@@ -56,6 +59,7 @@ def stage_steer(s, env: Environment):
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, steer_anchor=s.steer_anchor,
                            control_gain=s.control_gain, control_out=s.control_out,
+                           control_only=s.control_only, train_head=s.train_head,
                            steps=s.steer_steps, batch_size=s.steer_batch_size, lr=s.steer_lr,
                            test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
@@ -97,12 +101,14 @@ def stage_distill(s, env: Environment):
                                                         else PATHS.hybrid)),
                            distill_teacher=teacher,
                            distill_alpha=s.distill_gamma, control_gain=s.control_gain,
-                           control_out=s.control_out,
-                           distill_on_policy=s.distill_on_policy,
+                           control_out=s.control_out, control_only=s.control_only,
+                           train_head=s.train_head, distill_on_policy=s.distill_on_policy,
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, ode_consistency=0.0,
                            steps=s.distill_steps, batch_size=s.distill_batch_size,
-                           lr=s.distill_lr, test_batches=s.test_batches,
+                           block_size=s.distill_block_size, lr=s.distill_lr,
+                           weight_decay=0.0,  # decay would pull an untied head towards 0
+                           test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
         return _summary_row(train_to_completion(cfg), teacher=teacher, gamma=s.distill_gamma,
                             on_policy=s.distill_on_policy)
