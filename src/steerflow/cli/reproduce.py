@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
 
     p = add_subcommand(sub, "reproduce", __doc__)
     p.add_argument("--scale", default="paper", choices=["paper", "small", "tiny"],
-                   help="paper (default), or the demo's smaller scales")
+                   help="paper (default); small: the recipe behind the README's steering "
+                        "numbers (about 60 min on 2 cores); tiny: seconds, for CI")
     p.add_argument("--out", type=output_folder, default="runs/paper",
                    help="run folder (default runs/paper)")
     add_run_options(p)
@@ -29,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from steerflow.cli.common import eprint
     from steerflow.cli.demo import environment, finish
     from steerflow.data import resolve_data_source
-    from steerflow.pipeline.demo import SCALES, run_pipeline
+    from steerflow.pipeline.demo import REPRODUCE_SCALES, run_pipeline
     from steerflow.pipeline.estimate import estimate_seconds
 
-    settings, env = SCALES[args.scale], environment(args)
+    settings, env = REPRODUCE_SCALES[args.scale], environment(args)
     resolve_data_source(env.data_dir)  # bad data fails at once, not after the estimate's timing run
     estimate = estimate_seconds(settings, env)
     if not args.quiet:

@@ -24,7 +24,7 @@ from steerflow.pipeline.steering import (SAMPLE_PROMPTS, SAMPLE_US, stage_distil
                                          stage_samples, stage_steer, stage_steering_eval,
                                          steer_output)
 
-__all__ = ["Environment", "RunSettings", "SCALES", "SAMPLE_PROMPTS", "SAMPLE_US", "build_stages",
+__all__ = ["Environment", "REPRODUCE_SCALES", "RunSettings", "SCALES", "SAMPLE_PROMPTS", "SAMPLE_US", "build_stages",
            "run_pipeline", "stage_seconds"]
 
 @dataclass(frozen=True)
@@ -134,6 +134,19 @@ SCALES: dict[str, RunSettings] = {
                          flow_loss_batches=10, flow_refinement_iters=600, bench_quick=False),
 }
 
+#: ``steerflow reproduce --scale``: the paper at its size, and the recipe behind the README's
+#: headline steering numbers on ``small`` — the demo's recipe on a longer-trained base, stronger
+#: experts, a longer distillation, and the steering issue's evaluation protocol (200 prompts ×
+#: 4 samples, DExperts' α and ActAdd's coefficient swept).
+REPRODUCE_SCALES: dict[str, RunSettings] = {
+    "paper": SCALES["paper"],
+    "small": dataclasses.replace(
+        SCALES["small"], lm_steps=800, contractive_steps=100, expert_steps=300, distill_steps=400,
+        eval_prompts=200, eval_samples=4, open_us=(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0),
+        actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 2.0),
+        invariance_batches=2),
+    "tiny": SCALES["tiny"],
+}
 
 # ----------------------------------------------------------------------------- stages
 def stage_lm(s: RunSettings, env: Environment):
