@@ -260,6 +260,12 @@ def evaluate_steering(models: Models, source, cfg: SteeringEvalConfig,
     run, results["prompt_source"] = _make_run(models, source, cfg, panel.judges, from_file)
     results["prompts"] = run.prompts
     baselines["actadd"]["residual_norm"] = _residual_norm(models.base, run.prompt_ids)
+    if models.dexperts is not None:
+        from steerflow.steer.head_span import contrast_head_span
+
+        dx = models.dexperts
+        baselines["dexperts"]["head_span"] = contrast_head_span(
+            models.base, dx.expert, dx.anti_expert, run.prompt_ids)
     say("open-ended generation, one method after another")
     methods = run_methods(run, models, cfg, vector)
     results["open_ended"] = methods.pop("ode")
