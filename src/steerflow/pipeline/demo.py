@@ -118,12 +118,13 @@ SCALES: dict[str, RunSettings] = {
     # recipe (the steering issue): DExperts' expert and anti-expert, then their contrast at α = 1
     # distilled into one pass through the field's direct control path and an untied head
     "small": RunSettings(config="small", lm_steps=250, contractive_steps=50, test_batches=40,
-                         steer_steps=None, expert_steps=150, distill_steps=200,
-                         distill_gamma=1.0, distill_on_policy=0.0, distill_lr=1e-2,
+                         steer_steps=None, expert_steps=120, distill_steps=200,
+                         distill_gamma=1.5, distill_on_policy=0.0, distill_lr=1e-2,
                          distill_block_size=64, control_gain=3.0, control_out=True,
-                         control_only=True, train_head=True, guidance_gammas=(),
-                         dexperts_alphas=(1.0,), invariance_batches=1, probe_sentences=200,
-                         flow_refinement=False),
+                         control_only=True, train_head=True, open_us=(-1.0, 0.0, 1.0),
+                         actadd_coefs=(-8.0, 0.0, 8.0), guidance_gammas=(),
+                         dexperts_alphas=(1.0, 1.5), invariance_batches=1,
+                         probe_sentences=200, flow_refinement=False),
     # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
     "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
                          open_us=(-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0),
@@ -141,9 +142,9 @@ SCALES: dict[str, RunSettings] = {
 REPRODUCE_SCALES: dict[str, RunSettings] = {
     "paper": SCALES["paper"],
     "small": dataclasses.replace(
-        SCALES["small"], lm_steps=800, contractive_steps=100, expert_steps=300, distill_steps=400,
+        SCALES["small"], lm_steps=600, contractive_steps=100, expert_steps=300, distill_steps=400,
         eval_prompts=200, eval_samples=4, open_us=(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0),
-        actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 2.0),
+        actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 1.5, 2.0),
         invariance_batches=2),
     "tiny": SCALES["tiny"],
 }
