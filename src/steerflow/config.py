@@ -21,7 +21,9 @@ from steerflow.errors import ConfigError
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
-SOLVER_METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
+#: Euler with a step size per token on the ``steps`` grid (:mod:`steerflow.model.per_token`)
+PER_TOKEN_METHOD = "per-token"
+SOLVER_METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS + (PER_TOKEN_METHOD,)
 
 FIELD_KINDS = ("mlp", "block", "contractive", "depth-block")
 INJECTION_MODES = ("concat", "add")
@@ -85,9 +87,13 @@ class SolverSpec:
 
     Args:
         method: a torchdiffeq method name: fixed-step ``euler``, ``midpoint``, ``rk4`` or adaptive
-            ``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``.
-        steps: number of equal steps on τ ∈ [0, 1] (fixed-step methods only).
-        rtol, atol: tolerances (adaptive methods only).
+            ``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``, ``fehlberg2``; or
+            ``per-token``: Euler where every token of a position-wise field takes its own steps
+            on the ``steps`` grid, chosen by an embedded error estimate against rtol / atol
+            (:mod:`steerflow.model.per_token`; inference and backpropagation, no adjoint).
+        steps: number of equal steps on τ ∈ [0, 1] (fixed-step methods; for ``per-token`` the
+            finest grid, whose cells its steps span).
+        rtol, atol: tolerances (adaptive and per-token methods only).
         adjoint: compute gradients with the adjoint method (``odeint_adjoint``), so memory does not
             grow with the number of steps.
         max_nfe: the solve raises :class:`~steerflow.errors.SolverError` past this many
@@ -110,11 +116,14 @@ class SolverSpec:
             raise ConfigError(
                 f"unknown solver method {self.method!r}; choose one of {', '.join(SOLVER_METHODS)}"
             )
-        if self.is_fixed_step:
+        if self.is_fixed_step or self.is_per_token:
             if self.steps is None or self.steps < 1:
                 raise ConfigError(
-                    f"fixed-step solver {self.method!r} needs steps >= 1, got {self.steps}"
+                    f"solver {self.method!r} needs steps >= 1 (its grid), got {self.steps}"
                 )
+        if self.is_per_token and self.adjoint:
+            raise ConfigError("the per-token solver has no adjoint (it backpropagates through "
+                              "its steps); set adjoint=False")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -127,6 +136,10 @@ class SolverSpec:
         return self.method in FIXED_STEP_METHODS
 
     @property
+    def is_per_token(self) -> bool:
+        return self.method == PER_TOKEN_METHOD
+
+    @property
     def evals_per_step(self) -> int:
         """Vector-field evaluations per step of a fixed-step method (torchdiffeq's rk4 is the 3/8 rule)."""
         return {"euler": 1, "midpoint": 2, "rk4": 4}[self.method]
@@ -134,6 +147,8 @@ class SolverSpec:
     def describe(self) -> str:
         if self.is_fixed_step:
             text = f"{self.method}, {self.steps} steps"
+        elif self.is_per_token:
+            text = f"per-token euler on {self.steps} steps, rtol={self.rtol:g}, atol={self.atol:g}"
         else:
             text = f"{self.method}, rtol={self.rtol:g}, atol={self.atol:g}"
         return text + (", adjoint" if self.adjoint else "")
@@ -143,10 +158,12 @@ class SolverSpec:
 
     @classmethod
     def parse(cls, text: str, **overrides: Any) -> "SolverSpec":
-        """Parse a compact spec such as ``euler:4``, ``rk4:8``, ``dopri5`` or ``dopri5:1e-6``.
+        """Parse a compact spec such as ``euler:4``, ``rk4:8``, ``dopri5``, ``dopri5:1e-6`` or
+        ``per-token:1e-3``.
 
-        For fixed-step methods the number after the colon is the step count; for adaptive ones it
-        is rtol (atol is set to rtol / 10 unless overridden).
+        For fixed-step methods the number after the colon is the step count; for adaptive and
+        per-token ones it is rtol (atol is set to rtol / 10 unless overridden; a per-token solve
+        keeps ``steps``' default grid unless overridden).
         """
         method, _, arg = text.strip().partition(":")
         kwargs: dict[str, Any] = {"method": method}
@@ -161,7 +178,8 @@ class SolverSpec:
                     kwargs["atol"] = float(arg) / 10
             except ValueError:
                 raise ConfigError(
-                    f"cannot parse solver spec {text!r}; use e.g. 'euler:4' or 'dopri5:1e-5'"
+                    f"cannot parse solver spec {text!r}; use e.g. 'euler:4', 'dopri5:1e-5' or "
+                    f"'per-token:1e-3'"
                 ) from None
         kwargs.update(overrides)
         return cls(**kwargs)

@@ -148,6 +148,8 @@ def test_unknown_config_key_is_an_error_listing_valid_keys():
     (dict(method="euler", steps=2.5), "steps"),
     (dict(max_nfe=0), "max_nfe"),
     (dict(adjoint=1), "adjoint"),
+    (dict(method="per-token", steps=0), "steps >= 1"),
+    (dict(method="per-token", adjoint=True), "no adjoint"),
 ])
 def test_bad_solver_spec_raises_config_error(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -185,6 +187,7 @@ def test_config_json_errors_name_the_file(tmp_path):
     ("midpoint", "midpoint", 4, 1e-3, 1e-4),
     ("dopri5", "dopri5", None, 1e-3, 1e-4),
     ("dopri5:1e-6", "dopri5", None, 1e-6, 1e-7),
+    ("per-token:1e-2", "per-token", 4, 1e-2, 1e-3),
 ])
 def test_solver_spec_parse(text, method, steps, rtol, atol):
     spec = SolverSpec.parse(text)

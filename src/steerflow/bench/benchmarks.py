@@ -342,7 +342,8 @@ def _solver_difference(block, h, u, plain: SolverSpec, fused: SolverSpec) -> flo
 
 # ---------------------------------------------------------------------------- profile
 def bench_profile(c: Contenders, config: ModelConfig, opts: BenchOptions, T: int) -> dict:
-    """torch.profiler top operators of the forward pass and of a training step, both models."""
+    """torch.profiler top operators of the forward pass, of KV-cache generation (the
+    :func:`bench_generate` call) and of a training step, both models."""
     import torch
 
     from steerflow.bench.profile import top_ops
@@ -353,8 +354,17 @@ def bench_profile(c: Contenders, config: ModelConfig, opts: BenchOptions, T: int
                 model(c.idx, solver=c.solver)
         return run
 
-    out = {"forward": {name: top_ops(forward(m), device=opts.device)
-                       for name, m in (("hybrid", c.hybrid), ("baseline", c.baseline))}}
+    prompt = random_ids(config.vocab_size, (opts.gen_batch, opts.gen_prompt), opts.device,
+                        opts.seed + 1)
+    new = max(1, min(opts.gen_tokens, config.block_size - opts.gen_prompt))
+
+    def generate(model) -> Callable[[], None]:
+        return lambda: model.generate(prompt, max_new_tokens=new, greedy=True, solver=c.solver)
+
+    models = (("hybrid", c.hybrid), ("baseline", c.baseline))
+    out = {"forward": {name: top_ops(forward(m), device=opts.device) for name, m in models},
+           "generate": {name: top_ops(generate(m), reps=1, device=opts.device)
+                        for name, m in models}}
     hybrid, baseline = build_models(config, opts.device, opts.seed)
     idx = random_ids(config.vocab_size, (opts.batch_size, T + 1), opts.device, opts.seed)
     out["train"] = {name: top_ops(train_step_fn(m, idx[:, :-1], idx[:, 1:], config.train_solver,

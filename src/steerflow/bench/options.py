@@ -8,9 +8,12 @@ from typing import Optional
 from steerflow.config import PRESETS, ModelConfig
 from steerflow.errors import ConfigError
 
-#: the benchmarks, in the order they run
+#: the benchmarks of the hybrid against its own baseline, in the order they run
 BENCHMARKS = ("latency", "generate", "train", "memory", "mfu", "solver")
-
+#: the benchmarks against what a user would pick instead (``--peers``): ``transformers``' GPT-2,
+#: the steering methods beside single-pass ODE steering, and the command line's start-up
+PEER_BENCHMARKS = ("peers", "steer_speed", "startup")
+ALL_BENCHMARKS = BENCHMARKS + PEER_BENCHMARKS
 
 
 @dataclass
@@ -36,6 +39,10 @@ class BenchOptions:
     malloc: str = "reuse"                  # "reuse": keep freed memory in the heap (runtime.py)
     seed: int = 0
     only: tuple[str, ...] = BENCHMARKS
+    peer_gen_tokens: int = 128             # new tokens per generation against transformers
+    peer_gen_batches: tuple[int, ...] = (1, 8)
+    peer_reps: int = 5                     # rounds of the peer and steering comparisons
+    startup_reps: int = 5                  # fresh processes per start-up command
     profile: bool = False                  # also record torch.profiler top operators
     compile: bool = False                  # also time torch.compile-d forward passes
     quick: bool = False
@@ -43,13 +50,14 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if self.config not in PRESETS:
             raise ConfigError(f"unknown config {self.config!r}; presets are {', '.join(PRESETS)}")
-        unknown = sorted(set(self.only) - set(BENCHMARKS))
+        unknown = sorted(set(self.only) - set(ALL_BENCHMARKS))
         if unknown:
-            raise ConfigError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+            raise ConfigError(f"unknown benchmark(s) {unknown}; choose from "
+                              f"{', '.join(ALL_BENCHMARKS)}")
         if self.gen_batch is None:
             self.gen_batch = self.batch_size
         for name in ("batch_size", "reps", "train_reps", "gen_batch", "gen_prompt", "gen_tokens",
-                     "gen_reps", "matmul_size"):
+                     "gen_reps", "matmul_size", "peer_gen_tokens", "peer_reps", "startup_reps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bench option {name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
@@ -60,6 +68,9 @@ class BenchOptions:
             raise ConfigError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if not self.peer_gen_batches or min(self.peer_gen_batches) < 1:
+            raise ConfigError(f"peer_gen_batches must be batch sizes >= 1, got "
+                              f"{self.peer_gen_batches}")
         lo, hi = self.memory_steps
         if not 1 <= lo < hi:
             raise ConfigError(f"memory_steps must be two step counts 1 <= a < b, got {self.memory_steps}")
@@ -73,7 +84,8 @@ class BenchOptions:
         # session) keeps its allocator settings
         values = dict(config="tiny", reps=5, warmup=1, train_reps=3, gen_prompt=8, gen_tokens=16,
                       gen_reps=3, matmul_size=512, memory_model_scope=False, threads=1,
-                      malloc="system", quick=True)
+                      malloc="system", peer_gen_tokens=16, peer_reps=3, startup_reps=2,
+                      quick=True)
         values.update(overrides)
         return cls(**values)
 

@@ -79,20 +79,95 @@ def headline_rows(result: dict) -> list[tuple]:
     return rows
 
 
+def _target(result: dict, key: str) -> str:
+    t = result.get("targets", {}).get(key)
+    return f"{t['target']} ({'met' if t['met'] else 'MISSED'})" if t else ""
+
+
+def peer_rows(result: dict) -> list[tuple]:
+    """(figure, model, ratio, IQR, transformers vs steerflow absolute, target) against
+    transformers."""
+    peers = result["peers"]
+    rows = []
+    for figure, detail in peers["detail"].items():
+        for model in ("baseline", "hybrid"):
+            if "tokens_per_s" in detail:
+                tps = detail["tokens_per_s"]
+                absolute = f"{tps['transformers']:.0f} vs {tps[model]:.0f} tok/s"
+            else:
+                absolute = (f"{detail['ms']['transformers']['median_ms']:.1f} vs "
+                            f"{detail['ms'][model]['median_ms']:.1f} ms")
+            rows.append((figure, model, f"{peers[model][figure]:.3f}",
+                         _spread(detail["ratio"][model]), absolute,
+                         _target(result, f"peers.{model}.{figure}")))
+    return rows
+
+
+def steer_rows(result: dict) -> list[tuple]:
+    """(method, tokens/s, ODE's speed over it) for the steered-generation figures."""
+    s = result["steer_speed"]
+    rows = [(name, f"{s[name]:.1f}", f"{s['ode'] / s[name]:.2f}")
+            for name in ("unsteered", "ode", "guidance", "dexperts", "actadd")]
+    rows.append(("ode_over_dexperts", f"{s['ode_over_dexperts']:.3f}",
+                 _target(result, "steer_speed.ode_over_dexperts")))
+    rows.append(("ode_over_unsteered", f"{s['ode_over_unsteered']:.3f}",
+                 _target(result, "steer_speed.ode_over_unsteered")))
+    return rows
+
+
+def startup_rows(result: dict) -> list[tuple]:
+    """(figure, median s, IQR s, command, target) for the start-up figures."""
+    st = result["startup"]
+    detail = st["detail"]
+    rows = [(key, f"{st[key]:.3f}", f"{detail['s'][key]['iqr_s']:.3f}", detail["commands"][key],
+             _target(result, f"startup.{key}"))
+            for key in ("import_s", "help_s", "time_to_first_token_s")]
+    rows.append(("torch_import_s", f"{detail['torch_import_s']:.3f}",
+                 f"{detail['s']['torch_import_s']['iqr_s']:.3f}",
+                 detail["commands"]["torch_import_s"], "(the floor under the first token)"))
+    return rows
+
+
+def _peer_sections(result: dict) -> list[str]:
+    lines = []
+    if "peers" in result:
+        p = result["peers"]
+        tf = p["transformers"]
+        lines += ["", f"against transformers {tf['version']} {tf['model']} ({tf['attention']}, "
+                      f"{tf['params']:,} params; logits agree to "
+                      f"{p['agreement']['logits_max_abs_diff']:.1e}): transformers' time / "
+                      f"steerflow's",
+                  format_table(["figure", "steerflow", "ratio", "IQR", "transformers vs steerflow",
+                                "target"], peer_rows(result))]
+    if "steer_speed" in result:
+        d = result["steer_speed"]["detail"]
+        lines += ["", f"steered generation, batch 1, {d['new_tokens']} new tokens, "
+                      f"{d['sampling']} (tokens/s; the ODE's speed over each)",
+                  format_table(["method", "tokens/s", "ode / method"], steer_rows(result))]
+    if "startup" in result:
+        lines += ["", f"start-up, fresh processes, wall clock "
+                      f"({result['startup']['detail']['checkpoint']})",
+                  format_table(["figure", "median s", "IQR s", "command", "target"],
+                               startup_rows(result))]
+    return lines
+
+
 def format_report(result: dict) -> str:
     """The Markdown report: what ran where, then one row per headline figure."""
     shapes = result["shapes"]
+    params = result.get("params")
     lines = [
         f"steerflow bench: config {result['config']}, batch {shapes['batch_size']} x "
         f"{shapes['seq_len']} tokens, {result['options']['clock']} clock, hybrid "
-        f"{result['hybrid']['solver']} "
-        f"({result['params']['hybrid']:,} vs {result['params']['baseline']:,} params)",
+        f"{result['hybrid']['solver']}"
+        + (f" ({params['hybrid']:,} vs {params['baseline']:,} params)" if params else ""),
         f"{result['date']} | {describe(result['machine'])} | malloc {result['runtime']['malloc']}",
-        "",
-        format_table(["figure", "value", "IQR", "target", "detail"], headline_rows(result)),
     ]
+    rows = headline_rows(result)
+    if rows:
+        lines += ["", format_table(["figure", "value", "IQR", "target", "detail"], rows)]
     for what, tables in result.get("profile", {}).items():
         lines += ["", f"torch.profiler top operators, {what} (self ms per call, calls per call)",
                   format_table(["operator", "hybrid ms", "calls", "baseline ms", "calls"],
                                side_by_side(tables["hybrid"], tables["baseline"]))]
-    return "\n".join(lines)
+    return "\n".join(lines + _peer_sections(result))

@@ -22,24 +22,38 @@ from steerflow.bench.runtime import reuse_freed_memory, set_threads
 from steerflow.bench.timing import synchronize
 from steerflow.errors import ConfigError
 from steerflow.experiments.paper import BENCH_LATENCY_TARGETS as LATENCY_TARGETS
+from steerflow.experiments.paper import BENCH_PEER_TARGETS as PEER_TARGETS
+from steerflow.experiments.paper import BENCH_STARTUP_TARGETS as STARTUP_TARGETS
 from steerflow.experiments.paper import BENCH_TARGETS as TARGETS
 from steerflow.io import machine_info, write_json
 
 
 # ---------------------------------------------------------------------------- the whole run
-def check_targets(result: dict, config_name: str) -> dict[str, dict]:
-    """Each target of issue 8 that this run measured: value, bound and whether it is met.
+def lookup(result: dict, key: str):
+    """``result["a"]["b"]`` for the dotted key ``"a.b"``; None where it is missing."""
+    value = result
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
-    The targets are stated for the ``paper`` and ``gpt2`` shapes; other configs get none.
+
+def check_targets(result: dict, config_name: str) -> dict[str, dict]:
+    """Each target that this run measured: value, bound and whether it is met.
+
+    The model targets are stated for the ``paper`` and ``gpt2`` shapes (other configs get
+    none); the start-up targets for any config.
     """
-    if config_name not in LATENCY_TARGETS:
-        return {}
-    targets = dict(TARGETS)
-    targets["latency_ratio"] = ("<=", LATENCY_TARGETS[config_name])
+    targets = dict(STARTUP_TARGETS)
+    if config_name in LATENCY_TARGETS:
+        targets.update(TARGETS)
+        targets.update(PEER_TARGETS)
+        targets["latency_ratio"] = ("<=", LATENCY_TARGETS[config_name])
     report = {}
     for key, (op, bound) in targets.items():
-        if key in result:
-            value = result[key]
+        value = lookup(result, key)
+        if isinstance(value, (int, float)):
             met = value <= bound if op == "<=" else value >= bound
             report[key] = {"value": value, "target": f"{op} {bound:g}", "met": bool(met)}
     return report
@@ -76,16 +90,27 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
         "runtime": runtime,
         "hybrid": {"layers": config.layer_layout(), "solver": config.train_solver.describe()},
     }
+    own = [name for name in BENCHMARKS if name in opts.only]
+    if own or opts.compile or opts.profile:
+        result.update(_run_own(config, opts, T, own, say))
+    result.update(run_peer_benchmarks(config, opts, T, say))
+    result["machine"]["load_average_end"] = machine_info(opts.device)["load_average"]
+    result["targets"] = check_targets(result, opts.config)
+    return result
+
+
+def _run_own(config, opts: BenchOptions, T: int, names: list[str],
+             say: Callable[[str], None]) -> dict:
+    """The benchmarks of the hybrid against its own baseline (``names``), in :data:`BENCHMARKS`
+    order, then the compiled forward and the profile when ``opts`` asks for them."""
     hybrid, baseline = build_models(config, opts.device, opts.seed)
     contenders = Contenders(hybrid=hybrid.eval(), baseline=baseline.eval(),
                             idx=random_ids(config.vocab_size, (opts.batch_size, T), opts.device,
                                            opts.seed),
                             solver=config.train_solver)
-    result["params"] = {"hybrid": hybrid.num_params(), "baseline": baseline.num_params()}
+    result: dict = {"params": {"hybrid": hybrid.num_params(), "baseline": baseline.num_params()}}
     train_timings = None
-    for name in BENCHMARKS:
-        if name not in opts.only:
-            continue
+    for name in names:
         say(name)
         if name == "latency":
             result.update(bench_latency(contenders, config, opts))
@@ -109,8 +134,27 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
     if opts.profile:
         say("profile")
         result.update(bench_profile(contenders, config, opts, T))
-    result["machine"]["load_average_end"] = machine_info(opts.device)["load_average"]
-    result["targets"] = check_targets(result, opts.config)
+    return result
+
+
+def run_peer_benchmarks(config, opts: BenchOptions, T: int, say: Callable[[str], None]) -> dict:
+    """The ``--peers`` benchmarks that ``opts.only`` names: against transformers, the steering
+    methods, the command line's start-up."""
+    result: dict = {}
+    if "peers" in opts.only:
+        from steerflow.bench.peers import run_peers
+
+        result.update(run_peers(config, opts, T, say))
+    if "steer_speed" in opts.only:
+        from steerflow.bench.steer_speed import run_steer_speed
+
+        say("steered generation")
+        result.update(run_steer_speed(config, opts))
+    if "startup" in opts.only:
+        from steerflow.bench.startup import run_startup
+
+        say("start-up")
+        result.update(run_startup(opts))
     return result
 
 
@@ -118,6 +162,12 @@ def run_bench(opts: BenchOptions, progress: Optional[Callable[[str], None]] = No
 HEADLINE_KEYS = ("latency_ratio", "flop_ratio", "latency_over_flop", "generate_ratio",
                  "train_ratio", "adjoint_memory_growth", "direct_memory_growth", "mfu",
                  "solver_overhead")
+#: the (dotted) keys every ``--peers`` run reports (each a finite positive number)
+PEER_KEYS = tuple(f"peers.{model}.{figure}" for model in ("baseline", "hybrid")
+                  for figure in ("latency", "generate_b1", "generate_b8", "train")) + tuple(
+    f"steer_speed.{key}" for key in ("ode", "guidance", "dexperts", "actadd", "unsteered",
+                                     "ode_over_dexperts", "ode_over_unsteered")) + tuple(
+    f"startup.{key}" for key in ("time_to_first_token_s", "help_s", "import_s"))
 
 
 def headline(result: dict) -> dict[str, float]:

@@ -3,7 +3,10 @@
 Time the hybrid (the preset's ODE configuration) against its discrete baseline in one process:
 forward latency with the analytic FLOP ratio, KV-cache generation, training throughput, peak
 training-step memory with 4 vs 64 Euler steps (adjoint and direct backprop), MFU against a measured
-matmul peak, and torchdiffeq's per-step overhead against the fused loop. Runs alternate between the
+matmul peak, and torchdiffeq's per-step overhead against the fused loop. --peers times steerflow
+against what a user would pick instead: transformers' GPT2LMHeadModel on the same weights
+(forward, KV-cache generation at batch 1 and 8, training), single-pass ODE steering against
+guidance, DExperts and ActAdd, and the command line's start-up. Runs alternate between the
 contenders; figures are medians with spreads.
 """
 
@@ -16,13 +19,13 @@ from steerflow.errors import InputError
 
 
 def _benchmark_list(text: str) -> tuple[str, ...]:
-    from steerflow.bench.options import BENCHMARKS
+    from steerflow.bench.options import ALL_BENCHMARKS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in BENCHMARKS]
+    unknown = [n for n in names if n not in ALL_BENCHMARKS]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown benchmark(s) {unknown or [text]}; choose from {', '.join(BENCHMARKS)}")
+            f"unknown benchmark(s) {unknown or [text]}; choose from {', '.join(ALL_BENCHMARKS)}")
     return names
 
 
@@ -38,10 +41,15 @@ def add_parser(sub) -> None:
     p.add_argument("--gen-batch", type=positive_int, default=None,
                    help="sequences generated at once (default: --batch-size)")
     p.add_argument("--reps", type=positive_int, default=None,
-                   help="timed rounds of the latency, solver and generation benchmarks "
-                        "(default 7, 7, 9; quick 5, 5, 3)")
+                   help="timed rounds of the latency, solver, generation and peer benchmarks "
+                        "(default 7, 7, 9, 5; quick 5, 5, 3, 3)")
+    p.add_argument("--peers", action="store_true",
+                   help="time steerflow against transformers' GPT-2 (same weights), the steering "
+                        "methods and the command line's start-up instead (= --only "
+                        "peers,steer_speed,startup)")
     p.add_argument("--only", type=_benchmark_list, default=None,
-                   help="comma-separated subset of: latency,generate,train,memory,mfu,solver")
+                   help="comma-separated subset of: latency,generate,train,memory,mfu,solver,"
+                        "peers,steer_speed,startup")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 with --quick)")
@@ -62,10 +70,13 @@ def add_parser(sub) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from steerflow.bench.options import BENCHMARKS, BenchOptions
+    from steerflow.bench.options import BENCHMARKS, PEER_BENCHMARKS, BenchOptions
 
+    if args.peers and args.only:
+        raise InputError("--peers is --only peers,steer_speed,startup; give one of the two")
+    only = args.only or (PEER_BENCHMARKS if args.peers else BENCHMARKS)
     overrides = {"batch_size": args.batch_size, "seq_len": args.seq_len, "device": args.device,
-                 "clock": args.clock, "only": args.only or BENCHMARKS, "profile": args.profile,
+                 "clock": args.clock, "only": only, "profile": args.profile,
                  "compile": args.compile}
     if args.threads:
         overrides["threads"] = args.threads
@@ -76,7 +87,7 @@ def _options(args: argparse.Namespace):
     if args.config:
         overrides["config"] = args.config
     if args.reps:
-        overrides["reps"] = overrides["gen_reps"] = args.reps
+        overrides["reps"] = overrides["gen_reps"] = overrides["peer_reps"] = args.reps
     if not args.device.startswith(("cpu", "cuda")):
         raise InputError(f"--device must be cpu or cuda[:N], got {args.device!r}")
     if args.quick:

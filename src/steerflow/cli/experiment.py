@@ -5,9 +5,11 @@ from steerflow.cli.group import add_group
 MEMBERS: list[tuple[str, str]] = [
     ("gradient-stability", "steerflow.cli.exp_gradient_stability"),
     ("additive-ablation", "steerflow.cli.exp_additive_ablation"),
+    ("adaptive-depth", "steerflow.cli.exp_adaptive_depth"),
 ]
 
 
 def add_parser(sub) -> None:
     add_group(sub, "experiment",
-              "run a paper experiment end to end (gradient-stability, additive-ablation)", MEMBERS)
+              "run a paper experiment end to end (gradient-stability, additive-ablation, "
+              "adaptive-depth)", MEMBERS)

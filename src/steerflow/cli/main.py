@@ -41,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``steerflow`` parser; with ``only`` (a subcommand's name) that subcommand alone, so a
+    run of one command imports one command module instead of all of them."""
     from steerflow import __version__
 
     parser = _Parser(
@@ -51,13 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"steerflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for _, module in COMMANDS:
-        importlib.import_module(module).add_parser(sub)
+    for name, module in COMMANDS:
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `steerflow generate ...` builds generate's parser only; `--help`, `--version` and unknown
+    # commands build them all (the command list, argparse's "invalid choice" message)
+    command = argv[0] if argv and argv[0] in dict(COMMANDS) else None
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

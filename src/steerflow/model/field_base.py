@@ -50,7 +50,8 @@ class VectorField(nn.Module):
     """Base class. ``forward(tau, h, u, cache=None)`` → ``F(H, τ, u)`` of shape ``(B, T, d)``.
 
     ``position_wise`` is True when F at a token depends on that token only (no attention): then
-    generation can integrate the new tokens alone.
+    generation can integrate the new tokens alone, and the per-token solver calls the field on
+    rows ``h`` ``(n, 1, d)`` with one τ per row (``tau`` a ``(n, 1, 1)`` tensor, ``u`` ``(n, 1, c)``).
     """
 
     position_wise: bool = True

@@ -190,6 +190,25 @@ class SteerFlowGPT(nn.Module):
                                    ignore_index=-1)
         return logits, loss
 
+    def last_state(self, idx: torch.Tensor, u: ControlLike = None,
+                   solver: Optional[SolverSpec] = None, cache: Optional[GenerationCache] = None,
+                   check_ids: bool = True) -> torch.Tensor:
+        """``ln_f`` of the residual stream at the last position ``(B, d)``: what the LM head reads
+        to predict the token after ``idx`` ``(B, T)``. Decoding needs no logits at the other
+        positions (for a 16-token prompt, :meth:`forward` would run the head 16 times).
+
+        ``check_ids=False`` skips the token-range check (one reduction and one host sync), for
+        ids the caller already checked or sampled from this model's vocabulary.
+        """
+        past = cache.length if cache is not None else 0
+        if check_ids:
+            self._check_idx(idx, past)
+        elif past + idx.shape[1] > self.config.block_size:
+            raise InputError(f"sequence of {past + idx.shape[1]} tokens exceeds the context "
+                             f"length {self.config.block_size}")
+        x = self.hidden_states(self.embed(idx, past), u, solver, cache)  # (B, T, d)
+        return self.ln_f(x[:, -1])  # (B, d)
+
     def embed(self, idx: torch.Tensor, past: int = 0) -> torch.Tensor:
         pos = torch.arange(past, past + idx.shape[1], device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, d)
@@ -247,8 +266,10 @@ class SteerFlowGPT(nn.Module):
     def new_cache(self, solver: SolverSpec) -> GenerationCache:
         ode = None
         if self.ode is not None and not self.ode.field.position_wise:
-            ode = [KVCache() for _ in range(solver.steps * solver.evals_per_step)]
-        return GenerationCache(blocks=[KVCache() for _ in self.blocks], ode=ode)
+            ode = [KVCache(self.config.block_size)
+                   for _ in range(solver.steps * solver.evals_per_step)]
+        return GenerationCache(blocks=[KVCache(self.config.block_size) for _ in self.blocks],
+                               ode=ode)
 
     @torch.inference_mode()
     def stream(self, idx: torch.Tensor, u: ControlLike = None, max_new_tokens: int = 20, *,

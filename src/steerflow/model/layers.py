@@ -12,25 +12,47 @@ from steerflow.config import ModelConfig
 
 
 class KVCache:
-    """Keys and values of one attention layer for the tokens seen so far: ``(B, n_head, T, hd)``."""
+    """Keys and values of one attention layer for the tokens seen so far: ``(B, n_head, T, hd)``.
 
-    __slots__ = ("k", "v")
+    With a ``capacity`` (the context length, as :meth:`SteerFlowGPT.new_cache` gives) the first
+    append allocates buffers for that many positions and later appends write into them, so a
+    decoding step copies its own token's keys and values only, not the whole cache
+    (``torch.cat`` would copy all ``T`` cached positions at every step). Appends beyond the
+    capacity, or without one, grow the buffers to fit.
+    """
 
-    def __init__(self) -> None:
-        self.k: Optional[torch.Tensor] = None
-        self.v: Optional[torch.Tensor] = None
+    __slots__ = ("capacity", "length", "_k", "_v")
+
+    def __init__(self, capacity: Optional[int] = None) -> None:
+        self.capacity = capacity
+        self.length = 0
+        self._k: Optional[torch.Tensor] = None  # (B, n_head, allocated, hd)
+        self._v: Optional[torch.Tensor] = None
 
     @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.size(2)
+    def k(self) -> Optional[torch.Tensor]:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> Optional[torch.Tensor]:
+        return None if self._v is None else self._v[:, :, : self.length]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=2)
-            self.v = torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        """Add ``k``, ``v`` ``(B, n_head, T, hd)`` after the cached positions; return all."""
+        end = self.length + k.size(2)
+        if self._k is None or end > self._k.size(2):
+            self._k, self._v = self._grow(self._k, k, end), self._grow(self._v, v, end)
+        self._k[:, :, self.length: end] = k
+        self._v[:, :, self.length: end] = v
+        self.length = end
+        return self._k[:, :, :end], self._v[:, :, :end]
+
+    def _grow(self, old: Optional[torch.Tensor], new: torch.Tensor, end: int) -> torch.Tensor:
+        B, H, _, D = new.shape
+        buf = new.new_empty(B, H, max(end, self.capacity or 0), D)
+        if old is not None and self.length:
+            buf[:, :, : self.length] = old[:, :, : self.length]
+        return buf
 
 
 class CausalSelfAttention(nn.Module):

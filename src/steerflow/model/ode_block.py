@@ -4,7 +4,8 @@ Solving goes through ``torchdiffeq`` (``odeint`` / ``odeint_adjoint``). Fixed-st
 the adjoint can take a *fused* path (:func:`integrate_fixed`): the same Euler / midpoint / 3/8-rule
 RK4 arithmetic as torchdiffeq's fixed-grid solvers written as a plain loop, which skips
 torchdiffeq's per-step bookkeeping and lets generation keep one KV cache per vector-field
-evaluation. ``tests/model/test_ode_block.py`` ties it to torchdiffeq.
+evaluation. ``tests/model/test_ode_block.py`` ties it to torchdiffeq. The ``per-token`` solver
+(:mod:`steerflow.model.per_token`) gives every token of a position-wise field its own steps.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from torch import nn
 from steerflow.config import ModelConfig, SolverSpec
 from steerflow.errors import ConfigError, InputError, SolverError
 from steerflow.model.layers import KVCache
+from steerflow.model.per_token import integrate_per_token
 from steerflow.model.vector_fields import VectorField, build_field
 
 
 @dataclass
 class SolveStats:
-    """What one solve cost. ``nfe_backward`` is filled in by the adjoint pass, after ``backward()``."""
+    """What one solve cost. ``nfe_backward`` is filled in by the adjoint pass, after ``backward()``.
+
+    A per-token solve counts batched field calls in ``nfe_forward`` and the evaluations of every
+    token ``(B, T)`` in ``token_evals`` (None for the other solvers: every token takes them all).
+    """
 
     solver: str
     nfe_forward: int = 0
@@ -32,6 +38,7 @@ class SolveStats:
     rejected_steps: int = 0
     tau_reached: float = 0.0
     phase: str = field(default="forward", repr=False)
+    token_evals: Optional[torch.Tensor] = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {"solver": self.solver, "nfe_forward": self.nfe_forward,
@@ -208,6 +215,8 @@ class ODEBlock(nn.Module):
         u = u.to(h.dtype).unsqueeze(1)  # (B, 1, c): broadcast over tokens inside the field
         stats = SolveStats(solver=solver.describe())
         self.last_stats = stats
+        if solver.is_per_token:
+            return self._solve_per_token(h, u, solver, taus, caches, stats)
         func = (_Dynamics if solver.is_fixed_step else _AdaptiveDynamics)(self, u, solver, stats, caches)
         t = self._time_points(taus, h)
         fused = solver.is_fixed_step and solver.fused and not (solver.adjoint and torch.is_grad_enabled())
@@ -234,6 +243,25 @@ class ODEBlock(nn.Module):
             stats.accepted_steps = solver.steps
         stats.tau_reached = 1.0
         return ODESolution(taus=t, states=states, stats=stats)
+
+    def _solve_per_token(self, h: torch.Tensor, u: torch.Tensor, solver: SolverSpec, taus,
+                         caches, stats: SolveStats) -> ODESolution:
+        """H(1) with every token on its own steps (:func:`integrate_per_token`); H at τ = 0 and 1
+        only, since halted tokens have no state in between."""
+        if not self.field.position_wise:
+            raise ConfigError(f"the per-token solver needs a position-wise field (mlp, "
+                              f"contractive); the {self.config.field!r} field mixes tokens")
+        t = self._time_points(taus, h)
+        if len(t) != 2 or caches is not None:
+            raise SolverError("the per-token solver returns H at τ = 0 and 1 only, without KV "
+                              "caches; use a fixed-step solver for states in between")
+        out = integrate_per_token(lambda tau, x, v: self.alpha * self.field(tau, x, v), h, u,
+                                  solver.steps, solver.rtol, solver.atol)
+        stats.nfe_forward, stats.token_evals = out.calls, out.evals
+        stats.accepted_steps, stats.tau_reached, stats.phase = out.calls, 1.0, "backward"
+        if not _all_finite(out.final):
+            raise SolverError(f"ODE solve produced non-finite states ({solver.describe()})")
+        return ODESolution(taus=t, states=torch.stack([h, out.final]), stats=stats)
 
     def _check_control(self, h: torch.Tensor, u: torch.Tensor) -> None:
         """u must be ``(B, c)`` or ``(1, c)``: any other shape would broadcast against the tokens."""
