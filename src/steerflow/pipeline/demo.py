@@ -250,14 +250,15 @@ def stage_bench(s: RunSettings, env: Environment):
     return run
 
 
-#: Seconds per stage on 2 CPU cores. ``small``: the demo, 8.1 min in all (fresh cache). ``paper``:
+#: Seconds per stage on 2 CPU cores. ``small``: the demo (before the experts and distillation
+#: stages: 8.1 min in all, fresh cache; those two from runs on a loaded machine, halved). ``paper``:
 #: the complete ``reproduce --scale paper`` run (≈ 285 min, read off its ``stages/*.json``; the CPU
 #: was shared with other runs for part of it). The evaluation stages weigh far more at paper scale
 #: (the flow stage's depth-refinement study trains at GPT-2 vocabulary size), so one table scaled
 #: by a factor cannot serve both.
 STAGE_SECONDS = {
-    "small": dict(lm=230, contractive=60, steer=75, samples=5, steering=55, invariance=10,
-                  probe=10, flow=50, bench=5),
+    "small": dict(lm=230, contractive=30, steer=75, experts=140, distill=80, samples=5,
+                  steering=120, invariance=10, probe=10, flow=40, bench=5),
     "paper": dict(lm=4080, contractive=2585, steer=1103, samples=12, steering=1567,
                   invariance=1907, probe=543, flow=5112, bench=126),
 }

@@ -7,12 +7,11 @@ import time
 
 def eval_fraction(config: str) -> float:
     """Seconds of the other stages per second of LM and steering training, from the measured
-    stage durations (:data:`~steerflow.pipeline.demo.STAGE_SECONDS`): 0.64 for ``small``, 2.3
-    for ``paper``."""
+    stage durations (:data:`~steerflow.pipeline.demo.STAGE_SECONDS`)."""
     from steerflow.pipeline.demo import stage_seconds
 
     seconds = stage_seconds(config)
-    trained = seconds["lm"] + seconds["steer"]
+    trained = sum(seconds.get(name, 0.0) for name in ("lm", "steer", "experts", "distill"))
     return (sum(seconds.values()) - trained) / trained
 
 
