@@ -239,3 +239,20 @@ def test_shaped_steering_and_conditional_pretraining_are_wired(run_cfg):
 def test_bad_distillation_settings_are_refused(run_cfg, changes, message):
     with pytest.raises(ConfigError, match=message):
         run_cfg("bad", **changes)
+
+
+@pytest.mark.parametrize("field", ["mlp", "depth-block"])
+def test_control_only_trains_the_fields_zero_initialised_control_paths(field):
+    from steerflow.config import ModelConfig
+    from steerflow.train.setup import freeze_for_steering, set_control
+
+    model = SteerFlowGPT(ModelConfig.from_name("tiny", field=field))
+    if field == "mlp":
+        with pytest.raises(ConfigError, match="add one with control_out"):
+            freeze_for_steering(model, False, control_only=True)
+        set_control(model, None, True, lambda _m: None)
+    freeze_for_steering(model, False, control_only=True, train_head=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = ({"ode.field.u_out.linear.weight"} if field == "mlp"
+                else {n for n, _ in model.named_parameters() if ".u_in." in n or ".u_proj." in n})
+    assert expected and trainable == expected | {"lm_head.weight"}

@@ -72,8 +72,9 @@ def add_parser(sub) -> None:
                            "it, so the logits can leave the base head's span (where little of a "
                            "sentiment contrast lies on a small model)")
     what.add_argument("--control-only", action="store_true", default=None,
-                      help="--task steer/distill: train only the field's direct control path "
-                           "(with --control-out), so the field at u = 0 stays the pretrained one")
+                      help="--task steer/distill: train only the field's zero-initialised control "
+                           "paths (--control-out's, or the depth-block field's u input), so the "
+                           "field at u = 0 stays the pretrained one")
     what.add_argument("--steer-discriminative", type=_discriminative_weight, metavar="W",
                       nargs="?", const=_GEDI,
                       help="--task steer: weight of GeDi's discriminative term, loss = (1 - W) LM "

@@ -140,9 +140,9 @@ class TrainConfig:
             embeddings (a copy: the same model) and train it. A hidden state moves the logits only
             within span(W_head) (d of V directions); on ``small`` 3.9 % of DExperts' mean contrast
             lies there, so the head must learn to read what u writes (:mod:`steerflow.steer.distill`).
-        control_only: with ``task="steer"``/``"distill"``, train only the field's direct control
-            path ``W_o`` (needs ``control_out``) in the ODE block, so the field at u = 0 stays the
-            pretrained one exactly.
+        control_only: with ``task="steer"``/``"distill"``, train only the field's zero-initialised
+            control paths (the mlp field's ``W_o`` of ``control_out``, the depth-block field's u
+            input), so the field at u = 0 stays the pretrained one exactly.
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
             ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
             vocabulary size is set from it.

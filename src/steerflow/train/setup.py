@@ -85,8 +85,9 @@ def alpha_of(model: nn.Module) -> Optional[float]:
 def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: bool = False,
                         train_final_norm: bool = False, train_head: bool = False,
                         control_only: bool = False) -> None:
-    """Freeze embeddings, final LayerNorm and head; train the ODE block (only its direct control
-    path ``W_o`` with ``control_only``), + the discrete blocks, + the final LayerNorm, + the head
+    """Freeze embeddings, final LayerNorm and head; train the ODE block (only its zero-initialised
+    control paths with ``control_only``: the mlp field's ``W_o``, the depth-block field's u input),
+    + the discrete blocks, + the final LayerNorm, + the head
     (untied first, :func:`untie_head`) as the flags say.
 
     α stays fixed unless ``train_alpha`` (see ``TrainConfig.steer_alpha``).
@@ -94,15 +95,17 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
     if getattr(model, "ode", None) is None:
         raise ConfigError("tasks 'steer' and 'distill' need a hybrid model with an ODE block; the checkpoint is "
                           "a discrete baseline")
-    control_out = getattr(model.ode.field, "u_out", None)
-    if control_only and control_out is None:
-        raise ConfigError("control_only trains the field's direct control path, which this model "
-                          "lacks: add it with control_out")
+    from steerflow.model.field_base import ControlOut
+
+    control_paths = [m for m in model.ode.field.modules() if isinstance(m, ControlOut)]
+    if control_only and not control_paths:
+        raise ConfigError("control_only trains the field's zero-initialised control paths, which "
+                          "this model lacks: add one with control_out (mlp field)")
     for p in model.parameters():
         p.requires_grad_(False)
     if train_head:
         untie_head(model)
-    trainable = ([control_out if control_only else model.ode]
+    trainable = ((control_paths if control_only else [model.ode])
                  + ([model.blocks] if train_discrete else [])
                  + ([model.ln_f] if train_final_norm else [])
                  + ([model.lm_head] if train_head else []))
