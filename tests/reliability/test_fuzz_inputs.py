@@ -111,3 +111,12 @@ def test_tiny_top_p_keeps_the_likeliest_token(top_p):
     token = sample_next(logits, 1.0, None, top_p, generator=torch.Generator().manual_seed(1))
     assert torch.equal(token, logits.argmax(dim=-1))
 
+
+
+@pytest.mark.parametrize("u", [-1.2755637458321824e24, 9.566727553309413e23, 1e4 + 1])
+def test_a_huge_control_is_refused_not_overflowed(tiny_model, u):
+    """Found by the fuzz above: u = ±1e24 overflowed the field (a SolverError for non-finite
+    states, or NaN logits that torch.multinomial refused); |u| ≤ U_MAX is enforced up front."""
+    with pytest.raises(InputError, match=r"\|u\| must be at most"):
+        tiny_model.generate(torch.tensor([[1, 2, 3]]), u=u, max_new_tokens=1, seed=0)
+    assert tiny_model.generate(torch.tensor([[1, 2, 3]]), u=1e4, max_new_tokens=1, seed=0).shape == (1, 4)

@@ -25,6 +25,11 @@ from steerflow.model.ode_block import ODEBlock
 ControlLike = Union[None, float, int, torch.Tensor, list, tuple]
 
 
+#: the largest |u| a model accepts: u is trained on values of order 1, and a float32 field
+#: overflows long before |u| reaches float32's range (the generation fuzz found 1e24)
+U_MAX = 1e4
+
+
 @dataclass
 class GenerationCache:
     """KV caches for incremental decoding: one per discrete block, and for an attention vector
@@ -127,6 +132,9 @@ class SteerFlowGPT(nn.Module):
             raise InputError(f"u must be a floating-point tensor, got dtype {u.dtype}")
         if not bool(torch.isfinite(u).all()):
             raise InputError("u contains NaN or inf")
+        if bool((u.abs() > U_MAX).any()):
+            raise InputError(f"|u| must be at most {U_MAX:g} (the control is trained on values of "
+                             f"order 1; larger ones overflow the field), got {float(u.abs().max()):g}")
         u = u.to(device=device, dtype=dtype)
         if u.ndim == 0:
             return u.expand(batch_size, c)
