@@ -3,7 +3,8 @@
 * :class:`IncrementalDecoder` — logits of the last position for one model at one control,
   through KV caches where they are exact (:meth:`SteerFlowGPT.can_cache`), else by recomputing the
   last ``block_size`` tokens; once the context is full it falls back to recomputing.
-* :func:`filter_logits` / :func:`sample_next` — temperature, top-k and nucleus (top-p) sampling.
+* :func:`filter_logits` / :func:`sample_next` — temperature, top-k and nucleus (top-p) sampling;
+  :func:`draw` takes one uniform per row and inverts the running sum of the kept tokens' weights.
 * :func:`sample_contrast` — DExperts' and classifier-free guidance's rule, one function for both:
 
       z̃ = z_base + w · (z_plus − z_minus)
@@ -21,7 +22,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from steerflow.errors import InputError
+from steerflow.errors import InputError, SolverError
 
 
 def check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
@@ -51,10 +52,9 @@ def check_weight(name: str, value) -> float:
     return float(value)
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-                  top_p: Optional[float] = None) -> torch.Tensor:
-    """``logits / temperature`` ``(B, V)`` in float32 with the tokens outside top-k and outside the
-    nucleus ``top_p`` set to −inf."""
+def scale_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``logits / temperature`` ``(B, V)`` in float32 (each row shifted to a maximum of 0 where
+    the division would overflow: the same softmax)."""
     scaled = logits.float() / temperature
     lo, hi = torch.aminmax(scaled)  # one pass: NaN reaches both ends, ±inf is one of them
     if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
@@ -63,19 +63,34 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optiona
         # distribution is the same, with the maximum at exactly 0
         shifted = logits.double() - logits.double().amax(dim=-1, keepdim=True)
         scaled = (shifted / temperature).float()
-    logits = scaled
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        ranked = sorted_descending(logits)  # (B, V)
-        probs = ranked.softmax(dim=-1)
-        # keep a token while the mass before it is below top_p; the likeliest always stays
-        # (top_p can round to 0 in float32)
-        kept = ((probs.cumsum(dim=-1) - probs) < top_p).sum(dim=-1, keepdim=True).clamp(min=1)
-        cutoff = ranked.gather(-1, kept - 1)  # (B, 1): the least likely token kept
-        logits = logits.masked_fill(logits < cutoff, float("-inf"))  # ties with it stay too
-    return logits
+    return scaled
+
+
+def kept_floor(scaled: torch.Tensor, top_k: Optional[int] = None,
+               top_p: Optional[float] = None) -> Optional[torch.Tensor]:
+    """The least logit ``(B, 1)`` that top-k and the nucleus ``top_p`` keep in each row of
+    ``scaled`` ``(B, V)`` (tokens tied with it stay too); None when neither cuts anything."""
+    top_k = top_k if top_k is not None and top_k < scaled.size(-1) else None
+    top_p = top_p if top_p is not None and top_p < 1.0 else None
+    if top_p is None:
+        return None if top_k is None else torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+    ranked = sorted_descending(scaled)  # (B, V)
+    if top_k is not None:  # what top-k leaves, still sorted: the sort of the top-k-cut logits
+        ranked = ranked.masked_fill(ranked < ranked[:, top_k - 1 : top_k], float("-inf"))
+    probs = ranked.softmax(dim=-1)
+    # keep a token while the mass before it is below top_p; the likeliest always stays
+    # (top_p can round to 0 in float32)
+    kept = ((probs.cumsum(dim=-1) - probs) < top_p).sum(dim=-1, keepdim=True).clamp(min=1)
+    return ranked.gather(-1, kept - 1)  # (B, 1): the least likely token kept
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+                  top_p: Optional[float] = None) -> torch.Tensor:
+    """``logits / temperature`` ``(B, V)`` in float32 with the tokens outside top-k and outside the
+    nucleus ``top_p`` set to −inf."""
+    scaled = scale_logits(logits, temperature)
+    floor = kept_floor(scaled, top_k, top_p)
+    return scaled if floor is None else scaled.masked_fill(scaled < floor, float("-inf"))
 
 
 def sorted_descending(logits: torch.Tensor) -> torch.Tensor:
@@ -90,14 +105,40 @@ def sorted_descending(logits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(-np.sort(-logits.detach().numpy(), axis=-1))
 
 
+def draw(weights: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One index per row of ``weights`` ``(B, V)`` (≥ 0; 0 for a token that may not be drawn):
+    index i with probability ``weights[i] / Σ weights``.
+
+    Inverse CDF with one uniform per row from ``generator`` (row b uses the b-th, whatever the
+    other rows hold): a running sum in float64 and a binary search. ``torch.multinomial`` draws
+    an exponential variate for each of the V tokens and takes the argmax of ``p / E`` instead;
+    at V = 50,257 that took 1.7–1.9 ms of a 3.2–3.3 ms sampling step, this takes 0.2 ms (one
+    thread).
+    """
+    cum = weights.double().cumsum(dim=-1)  # (B, V)
+    total = cum[:, -1:]  # (B, 1)
+    if not bool((total > 0).all()):  # False for NaN too
+        raise SolverError("a row of logits is NaN, +inf or all -inf: there is no token to "
+                          "sample from (check the model's outputs and the contrast weight)")
+    # 1 - U lies in (0, 1], so the target lies in (0, total] and the first running sum that
+    # reaches it ends at a token of positive weight
+    uniform = torch.rand(total.shape, dtype=torch.float64, device=cum.device, generator=generator)
+    return torch.searchsorted(cum, (1 - uniform) * total).squeeze(-1)  # (B,)
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
                 top_p: Optional[float] = None, greedy: bool = False,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Sample one token id per row from ``logits`` ``(B, V)`` with temperature, top-k, top-p."""
+    """Sample one token id per row from ``logits`` ``(B, V)`` with temperature, top-k, top-p:
+    from ``softmax(filter_logits(...))``, drawn by :func:`draw`."""
     if greedy:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    scaled = scale_logits(logits, temperature)  # (B, V)
+    weights = (scaled - scaled.amax(dim=-1, keepdim=True)).exp()  # (B, V): softmax × a constant
+    floor = kept_floor(scaled, top_k, top_p)
+    if floor is not None:  # the tokens filter_logits keeps; a mask, as exp(-inf) is slow on CPU
+        weights = weights * (scaled >= floor)
+    return draw(weights, generator)
 
 
 def contrast_logits(base: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
@@ -117,12 +158,14 @@ def sample_contrast(base: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
                     temperature: float = 1.0, top_k: Optional[int] = None,
                     top_p: Optional[float] = None, greedy: bool = False,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One token per row from :func:`contrast_logits` (``greedy``: its argmax)."""
-    logits = contrast_logits(base, plus, minus, weight, 1.0 if greedy else temperature,
-                             None if greedy else top_k, None if greedy else top_p)
+    """One token per row from :func:`contrast_logits` (``greedy``: its argmax); with ``weight``
+    0 it is :func:`sample_next` on ``base``, draw for draw."""
     if greedy:
-        return logits.argmax(dim=-1)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+        return contrast_logits(base, plus, minus, weight).argmax(dim=-1)
+    if not isinstance(weight, torch.Tensor) and weight == 0:
+        return sample_next(base, temperature, top_k, top_p, generator=generator)
+    logits = contrast_logits(base, plus, minus, weight, temperature, top_k, top_p)  # (B, V)
+    return draw((logits - logits.amax(dim=-1, keepdim=True)).exp(), generator)  # exp(-inf) = 0
 
 
 class VocabHead:
