@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     src.add_argument("--prompt", help="one prompt")
     src.add_argument("--prompts-file", help="JSON lines with a \"prompt\" field, or plain text")
     p.add_argument("--u", default="0", help="the control: a number, or comma-separated numbers "
-                                            "for control_dim > 1 (default 0)")
+                                            "for control_dim > 1, each |u| <= 1e4 (default 0)")
     p.add_argument("--samples", type=int, default=1, help="samples per prompt (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=20, help="tokens to add (default 20)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature > 0")
