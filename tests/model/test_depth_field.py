@@ -13,9 +13,10 @@ from steerflow.config import ModelConfig, SolverSpec
 from steerflow.model.depth_field import spline_coefficients, spline_curvatures
 from steerflow.model.gpt import SteerFlowGPT
 
+from .cache_check import assert_cached_decoding_equals_recompute
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 D = 32  # tiny preset width
-CACHE_TOL = dict(rtol=1e-4, atol=1e-5)  # float32 row vs block sums, as in test_generation.py
 
 
 def _spline(values: list[float]):
@@ -95,19 +96,7 @@ def test_u_enters_through_weights_that_start_at_zero(injection):
 @pytest.mark.parametrize("solver", ["euler:2", "rk4:2", "midpoint:3"])
 def test_cached_decoding_equals_full_recompute(liven, solver):
     model = _depth_model(liven, span=(1, 3), alpha=0.5).float()
-    spec = SolverSpec.parse(solver)
-    assert model.can_cache(spec)
-    seq = torch.randint(0, 512, (2, 5))
-    u = torch.tensor([0.8, -1.2])
-    cache = model.new_cache(spec)
-    with torch.no_grad():
-        cached, _ = model(seq, u, solver=spec, cache=cache)
-        for _ in range(6):
-            full, _ = model(seq, u, solver=spec)
-            torch.testing.assert_close(cached[:, -1], full[:, -1], **CACHE_TOL)
-            token = full[:, -1].argmax(-1, keepdim=True)
-            seq = torch.cat([seq, token], dim=1)
-            cached, _ = model(token, u, solver=spec, cache=cache)
+    assert_cached_decoding_equals_recompute(model, solver, steps=6)
 
 
 def test_a_depth_block_model_from_scratch_starts_depth_independent_and_round_trips(tmp_path):

@@ -10,11 +10,12 @@ from steerflow.config import SolverSpec
 from steerflow.errors import InputError
 from steerflow.model.decoding import sample_next
 
+from .cache_check import CACHE_TOL, assert_cached_decoding_equals_recompute
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 # float32: a cached step multiplies (1, d) rows where the recompute multiplies (T, d) blocks, so
 # sums run in a different order; after a few layers the logits agree to ~1e-6
-CACHE_TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("field, solver", [
@@ -26,20 +27,7 @@ CACHE_TOL = dict(rtol=1e-4, atol=1e-5)
 def test_cached_logits_equal_full_recompute_at_every_step(make_tiny_model, field, solver):
     overrides = {"ode_span": None} if field is None else {"field": field}
     model = make_tiny_model(**overrides)
-    spec = SolverSpec.parse(solver)
-    assert model.can_cache(spec)
-    seq = torch.randint(0, 512, (2, 5))
-    u = torch.tensor([0.8, -1.2])
-    cache = model.new_cache(spec)
-    with torch.no_grad():
-        cached, _ = model(seq, u, solver=spec, cache=cache)
-        for _ in range(8):
-            full, _ = model(seq, u, solver=spec)
-            torch.testing.assert_close(cached[:, -1], full[:, -1], **CACHE_TOL)
-            token = full[:, -1].argmax(-1, keepdim=True)
-            seq = torch.cat([seq, token], dim=1)
-            cached, _ = model(token, u, solver=spec, cache=cache)
-        assert cache.length == seq.shape[1]
+    assert_cached_decoding_equals_recompute(model, solver, steps=8)
 
 
 @pytest.mark.parametrize("field", ["mlp", "block"])
