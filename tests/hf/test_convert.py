@@ -60,7 +60,7 @@ def test_hybrid_conversion_is_exact_under_euler_and_smooth_under_dopri5(gpt2_sou
 
 
 def test_u_does_nothing_after_conversion_and_moves_logits_after_one_steering_step(
-        converted, tmp_path):
+        converted, tmp_path, data_dir):  # the steering step reads SST-2: skipped without the data
     from steerflow.train import TrainConfig, train
 
     idx = _tokens(2, batch=2, length=16)
