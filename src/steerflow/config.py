@@ -56,6 +56,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return value is None
     if origin is tuple:
         args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+            return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value)
         return (
             isinstance(value, tuple)
             and len(value) == len(args)
@@ -222,6 +224,9 @@ class ModelConfig:
     tie_weights: bool = False
     ode_span: Optional[tuple[int, int]] = (2, 4)
     control_dim: int = 1
+    #: what each control axis steers (e.g. ``("sentiment", "register")``): empty, or one distinct
+    #: name per axis; a checkpoint keeps the names of the attributes its u was trained on
+    control_axes: tuple[str, ...] = ()
     field: str = "mlp"
     injection: str = "concat"
     field_hidden: int = 256
@@ -234,6 +239,8 @@ class ModelConfig:
     control_gain: float = 1.0
     #: a direct control path: the mlp field adds ``control_gain · W_o u`` to F (W_o zero-initialised)
     control_out: bool = False
+    #: rank r of the mlp field's u-gated adapter ``g · Σ_a u_a B_a σ(A LN(H))`` (0: none; B zero-initialised)
+    control_adapter: int = 0
     contractive_gamma: float = 1.0
     #: the GELU of the blocks' MLP: ``none`` (exact, erf) or ``tanh`` (GPT-2's "gelu_new")
     gelu_approximate: str = "none"
@@ -243,6 +250,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.ode_span, list):
             self.ode_span = tuple(self.ode_span)
+        if isinstance(self.control_axes, list):  # read back from JSON
+            self.control_axes = tuple(self.control_axes)
         for name in ("train_solver", "eval_solver"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -273,15 +282,27 @@ class ModelConfig:
                 raise ConfigError(
                     f"ModelConfig.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
                 )
+        self._check_axes()
         if not (self.alpha_init > 0 and math.isfinite(self.alpha_init)):
             raise ConfigError(f"alpha_init must be a positive finite number, got {self.alpha_init}")
         if self.control_out and self.field != "mlp":
             raise ConfigError(f"control_out is a path of the mlp field; this config's field is "
                               f"{self.field!r}")
+        if self.control_adapter < 0 or (self.control_adapter and self.field != "mlp"):
+            raise ConfigError(f"control_adapter is the rank of a path of the mlp field (>= 0); got "
+                              f"{self.control_adapter} with field {self.field!r}")
         if not (self.control_gain > 0 and math.isfinite(self.control_gain)):
             raise ConfigError(f"control_gain must be a positive finite number, got {self.control_gain}")
         if not (self.contractive_gamma > 0 and math.isfinite(self.contractive_gamma)):
             raise ConfigError(f"contractive_gamma must be > 0, got {self.contractive_gamma}")
+
+    def _check_axes(self) -> None:
+        names = self.control_axes
+        if names and len(names) != self.control_dim:
+            raise ConfigError(f"control_axes {list(names)} names {len(names)} axes but control_dim "
+                              f"is {self.control_dim}; give one name per axis (or none)")
+        if any(not n.strip() for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"control_axes must be distinct non-empty names, got {list(names)}")
 
     # --- derived -------------------------------------------------------------------------
     @property
@@ -310,6 +331,7 @@ class ModelConfig:
         data = dataclasses.asdict(self)
         if data["ode_span"] is not None:
             data["ode_span"] = list(data["ode_span"])
+        data["control_axes"] = list(data["control_axes"])
         return data
 
     @classmethod
@@ -339,7 +361,7 @@ class ModelConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> "ModelConfig":
-        """A named preset: ``tiny``, ``small``, ``paper`` or ``gpt2`` (hybrid by default).
+        """A named preset: ``tiny``, ``small``, ``mid``, ``paper`` or ``gpt2`` (hybrid by default).
 
         Pass ``ode_span=None`` (or call :meth:`as_baseline`) for the discrete baseline.
         """
@@ -352,11 +374,15 @@ class ModelConfig:
 
 #: Named presets. ``paper`` is paper 1's configuration: the discrete baseline of this shape has
 #: exactly 30,503,424 parameters. ``small`` trains in minutes on 2 CPU cores; ``tiny`` in seconds.
+#: ``mid`` lies between ``small`` and ``paper`` on a log scale of parameters (about 9 M for the
+#: baseline: ``steerflow experiment scale``'s middle size).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab_size=512, block_size=32, n_layer=4, n_head=2, n_embd=32, ode_span=(1, 3),
                  field_hidden=32),
     "small": dict(vocab_size=4096, block_size=64, n_layer=6, n_head=4, n_embd=128,
                   ode_span=(2, 4), field_hidden=128),
+    "mid": dict(vocab_size=16384, block_size=128, n_layer=6, n_head=4, n_embd=192,
+                ode_span=(2, 4), field_hidden=192),
     "paper": dict(vocab_size=50257, block_size=128, n_layer=6, n_head=4, n_embd=256,
                   ode_span=(2, 4), field_hidden=256),
     "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768,

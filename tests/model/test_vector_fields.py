@@ -225,3 +225,37 @@ def test_control_out_starts_at_zero_and_adds_gain_times_w_o_u():
     torch.testing.assert_close(field(tau, h, u) - base, (0.5 * u).expand(2, 4, D))
     with pytest.raises(Exception, match="control_out"):
         ModelConfig.from_name("tiny", field="block", control_out=True)
+
+
+def test_control_adapter_is_zero_at_u_zero_linear_in_u_and_depends_on_the_token():
+    torch.manual_seed(0)
+    plain = SteerFlowGPT(ModelConfig.from_name("tiny", control_dim=2, control_gain=2.0))
+    torch.manual_seed(0)
+    adapted = SteerFlowGPT(ModelConfig.from_name("tiny", control_dim=2, control_adapter=8,
+                                                 control_gain=2.0))
+    field, adapter = adapted.ode.field.double(), adapted.ode.field.u_adapter
+    assert torch.equal(adapter.up.weight, torch.zeros(D, 16))  # B = 0: the same model at first
+    h = torch.randn(3, 5, D, dtype=torch.float64)  # (B, T, d)
+    tau = torch.tensor(0.3, dtype=torch.float64)
+    u = torch.randn(3, 1, 2, dtype=torch.float64)  # (B, 1, c)
+    torch.testing.assert_close(field(tau, h, u), plain.ode.field.double()(tau, h, u),
+                               rtol=0, atol=0)
+    with torch.no_grad():
+        adapter.up.weight.normal_()
+    base = plain.ode.field(tau, h, u)
+    zero = torch.zeros(3, 1, 2, dtype=torch.float64)
+    torch.testing.assert_close(field(tau, h, zero), plain.ode.field(tau, h, zero), rtol=0, atol=0)
+    # by hand: g · Σ_a u_a B_a silu(A LN(h)), B_a the columns a, a + c, a + 2c, ... of `up`
+    x = field.norm(h)
+    act = F.silu(x @ adapter.down.weight.T + adapter.down.bias)  # (B, T, r)
+    by_hand = sum(2.0 * u[..., a: a + 1] * (act @ adapter.up.weight[:, a::2].T) for a in range(2))
+    torch.testing.assert_close(field(tau, h, u) - base, by_hand, rtol=1e-10, atol=1e-12)
+    delta = lambda v: field(tau, h, v) - plain.ode.field(tau, h, v)  # noqa: E731
+    torch.testing.assert_close(delta(u + 2 * u), 3 * delta(u), rtol=1e-10, atol=1e-12)
+    per_token = delta(u)[0]  # (T, d): a different direction at each token, unlike W_o u
+    assert (per_token - per_token.mean(0)).norm() > 0.1 * per_token.norm()
+    before = field(tau, h, u)
+    adapter.set_gain_(7.0)
+    torch.testing.assert_close(field(tau, h, u), before, rtol=1e-12, atol=1e-12)
+    with pytest.raises(Exception, match="control_adapter"):
+        ModelConfig.from_name("tiny", field="block", control_adapter=4)

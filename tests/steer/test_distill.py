@@ -74,6 +74,40 @@ def test_teacher_is_the_base_at_zero_and_swaps_the_experts_at_minus_u(pretrained
     assert torch.equal(same.logits(x, _u(1, 3)), z[0])
 
 
+def test_teacher_on_the_base_nucleus_is_the_contrast_there_and_zero_elsewhere(pretrained_dir,
+                                                                              experts):
+    from steerflow.model.decoding import contrast_logits, filter_logits
+
+    base, pos, neg = _models(pretrained_dir, experts)
+    full = ContrastTeacher.dexperts(base, pos, neg, alpha=2.0)
+    cut = ContrastTeacher.dexperts(base, pos, neg, alpha=2.0, top_p=0.5)
+    x = torch.randint(0, 400, (2, 6), generator=torch.Generator().manual_seed(4))
+    u = torch.tensor([[0.7], [-0.3]])
+    z_full, z_cut = full.logits(x, u), cut.logits(x, u)  # (B, T, V)
+    with torch.no_grad():
+        zs = [m(x)[0] for m in (base, pos, neg)]
+    kept = torch.isfinite(filter_logits(zs[0].reshape(-1, zs[0].shape[-1]), top_p=0.5))
+    kept = kept.reshape(zs[0].shape)
+    assert 0 < kept.sum() < kept.numel() and torch.equal(torch.isfinite(z_cut), kept)
+    assert torch.equal(z_cut[kept], z_full[kept])
+    # the last position is what DExperts samples from there (one row per example)
+    sampled = contrast_logits(zs[0][:, -1], zs[1][:, -1], zs[2][:, -1], 2.0 * u, top_p=0.5)
+    torch.testing.assert_close(z_cut[:, -1], sampled)
+    # KL over the teacher's support only: finite, and by hand
+    student = torch.randn_like(z_cut)
+    log_t, log_s = z_cut.log_softmax(-1), student.log_softmax(-1)
+    by_hand = torch.stack([
+        (log_t[b, t][kept[b, t]].exp() * (log_t[b, t] - log_s[b, t])[kept[b, t]]).sum()
+        for b in range(2) for t in range(6)]).reshape(2, 6)
+    student.requires_grad_(True)
+    kl = teacher_kl(z_cut, student)
+    torch.testing.assert_close(kl, by_hand)
+    kl.sum().backward()
+    assert torch.isfinite(student.grad).all()
+    with pytest.raises(ConfigError, match="top_p"):
+        ContrastTeacher.dexperts(base, pos, neg, alpha=2.0, top_p=0.0)
+
+
 def test_guidance_teacher_is_the_model_at_zero(pretrained_dir):
     model = SteerFlowGPT.from_pretrained(pretrained_dir).eval()
     teacher = ContrastTeacher.guidance(model, gamma=4.0)
@@ -256,3 +290,23 @@ def test_control_only_trains_the_fields_zero_initialised_control_paths(field):
     expected = ({"ode.field.u_out.linear.weight"} if field == "mlp"
                 else {n for n, _ in model.named_parameters() if ".u_in." in n or ".u_proj." in n})
     assert expected and trainable == expected | {"lm_head.weight"}
+
+
+def test_control_adapter_is_added_as_the_same_model_and_control_only_trains_it():
+    from steerflow.config import ModelConfig
+    from steerflow.train.setup import freeze_for_steering, set_control
+
+    model = SteerFlowGPT(ModelConfig.from_name("tiny")).eval()
+    x = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(x, _u(1, 2))[0]
+        set_control(model, 3.0, False, lambda _m: None, adapter=4)
+        assert model.config.control_adapter == 4 and model.config.control_gain == 3.0
+        assert torch.equal(model(x, _u(1, 2))[0], before)  # B = 0 and W_u rescaled by 1/3
+    freeze_for_steering(model, False, control_only=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"ode.field.u_adapter.{n}" for n in ("down.weight", "down.bias",
+                                                               "up.weight")}
+    with pytest.raises(ConfigError, match="control_adapter"):
+        set_control(SteerFlowGPT(ModelConfig.from_name("tiny", field="block")), None, False,
+                    lambda _m: None, adapter=4)

@@ -67,6 +67,10 @@ def add_parser(sub) -> None:
                       help="--task steer/distill: add a direct control path g·W_o·u to the mlp "
                            "field (W_o = 0 at first: the same model), so u writes a learned "
                            "direction into the residual stream")
+    what.add_argument("--control-adapter", dest="control_adapter", type=int, metavar="R",
+                      help="--task steer/distill: add a u-gated adapter of rank R to the mlp "
+                           "field, g·sum_a u_a·B_a·silu(A·x) (B = 0 at first: the same model), a "
+                           "control path that depends on the token's state and is 0 at u = 0")
     what.add_argument("--train-head", action="store_true", default=None,
                       help="--task steer/distill: untie the LM head from the embeddings and train "
                            "it, so the logits can leave the base head's span (where little of a "
@@ -95,10 +99,12 @@ def add_parser(sub) -> None:
                       help="--lm-u conditional: probability an SST-2 row's u is dropped to 0 (0.1)")
     what.add_argument("--expert-label", type=int, choices=[1, -1],
                       help="--task expert: learn the positive (1, default) or negative (-1) "
-                           "SST-2 sentences")
+                           "SST-2 sentences (or the texts of a .jsonl --steer-data labelled so)")
     what.add_argument("--teacher", dest="distill_teacher", metavar="dexperts:POS,NEG|guidance",
                       help="--task distill: the contrast the single pass learns, DExperts with "
-                           "two expert checkpoints or the model's own guidance over u")
+                           "two expert checkpoints or the model's own guidance over u; "
+                           "'dexperts:P0,N0;P1,N1' sums one pair per axis from --steer-axis "
+                           "(a pair may end in @ALPHA, its own strength)")
     what.add_argument("--teacher-alpha", dest="distill_alpha", type=float, metavar="A",
                       help="--task distill: the teacher's strength at |u| = 1 (2.0)")
     what.add_argument("--on-policy", dest="distill_on_policy", type=float, metavar="P",
@@ -106,6 +112,9 @@ def add_parser(sub) -> None:
                            "teacher (0.5; the rest are WikiText-2 windows)")
     what.add_argument("--teacher-tokens", dest="distill_tokens", type=int, metavar="N",
                       help="--task distill: tokens the teacher adds to each opening (20)")
+    what.add_argument("--teacher-top-p", dest="distill_top_p", type=float, metavar="P",
+                      help="--task distill: the teacher on the base's nucleus P (other tokens "
+                           "get probability 0), as DExperts samples (default: whole vocabulary)")
     data = p.add_argument_group("data")
     data.add_argument("--tokenizer", help="gpt2 or bpe:N (default: bpe:<preset vocab> for "
                                           "tiny/small, gpt2 for paper/gpt2)")

@@ -57,6 +57,30 @@ ADAPTIVE_DEPTH: dict[str, Any] = {
     "dopri5_nfe_positive_u": SOLVER_PROBING["dopri5_nfe_positive_u"],
 }
 
+#: Scale: paper 1 measures one size and leaves scale open; its numbers at that size.
+SCALE: dict[str, Any] = {
+    "statement": "Paper 1 trains and steers one size (its paper config: 30.5 M parameters for "
+                 "the baseline, 29.8 M for the hybrid, 500 steps on WikiText-2) and leaves "
+                 "scale (GPT-2 124 M and up) as an open question",
+    "config": "paper",
+    "params": GRADIENT_STABILITY["baseline"]["params"],
+    "params_hybrid": GRADIENT_STABILITY["hybrid"]["params"],
+    "gradient_events": 0,
+    "alpha_start": GRADIENT_STABILITY["hybrid"]["alpha_start"],
+    "alpha_end": GRADIENT_STABILITY["hybrid"]["alpha_end"],
+    "final_loss_ratio": GRADIENT_STABILITY["hybrid"]["final_loss"]
+    / GRADIENT_STABILITY["baseline"]["final_loss"],
+    "relative_divergence": INVARIANCE["relative_divergence"],
+    "latency_ratio": LATENCY_RATIO,
+}
+
+#: Disentangled control: what paper 1 says (it leaves the question open).
+DISENTANGLE: dict[str, Any] = {
+    "statement": "u has one steered dimension (sentiment); whether several dimensions of u can "
+                 "steer several attributes independently (multi-dimensional disentangled "
+                 "control) is left as an open question",
+}
+
 #: The headline numbers the end-to-end report prints beside its own.
 HEADLINE: dict[str, Any] = {
     "baseline_final_loss": GRADIENT_STABILITY["baseline"]["final_loss"],
@@ -82,6 +106,12 @@ INVARIANCE_THRESHOLD = 0.01
 #: steering rates within ``steering_points`` percentage points of the fixed grid's.
 ADAPTIVE_DEPTH_TARGETS: dict[str, float] = {
     "eval_saving": 0.30, "val_loss_rel": 0.002, "steering_points": 2.0}
+
+#: Disentangled control: moving u_A from −1 to +1 (the other axis at 0) changes A's rate by at
+#: least ``own_effect`` and every other attribute's by at most ``cross_talk`` (its 95 % interval
+#: too); the perplexity at each corner of the grid is at most ``corner_ppl_ratio`` × the centre's.
+DISENTANGLE_TARGETS: dict[str, float] = {
+    "own_effect": 0.6, "cross_talk": 0.05, "corner_ppl_ratio": 1.3}
 
 #: Steering: open-ended perplexity at u = ±1 may be at most this multiple of u = 0's.
 PPL_BUDGET = 1.25

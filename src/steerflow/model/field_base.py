@@ -1,5 +1,5 @@
 """What every vector field shares: the :class:`VectorField` interface and the zero-initialised
-control path :class:`ControlOut`. The fields themselves live in :mod:`steerflow.model.vector_fields`
+control paths :class:`ControlOut` and :class:`ControlAdapter`. The fields themselves live in :mod:`steerflow.model.vector_fields`
 and :mod:`steerflow.model.depth_field`."""
 
 from __future__ import annotations
@@ -43,6 +43,39 @@ class ControlOut(nn.Module):
     def set_gain_(self, gain: float) -> None:
         """Use gain ``gain`` with ``W_o`` scaled by ``old / gain`` (the same function)."""
         self.linear.weight *= self.gain / float(gain)
+        self.gain = float(gain)
+
+
+class ControlAdapter(nn.Module):
+    """A u-gated adapter ``g · Σ_a u_a · B_a σ(A x)``, ``A ∈ R^{r×d}``, ``B_a ∈ R^{d×r}``, B zero-initialised.
+
+    :class:`ControlOut` writes the *same* direction at every token; the contrast it learns to imitate
+    (DExperts, Liu et al. 2021, Eq. 1: ``z_base + u·α·(z_expert − z_anti)``) is context-dependent and
+    linear in u. This path is both: its output depends on the token's state ``x`` (the field's
+    normalised input) and is exactly linear in u, so u = 0 is the pretrained field whatever the
+    weights. ``A`` keeps PyTorch's default init and ``B = 0``, so the model is unchanged until
+    training moves ``B`` (as LoRA starts, Hu et al. 2021).
+    """
+
+    def __init__(self, control_dim: int, d: int, rank: int, gain: float = 1.0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ConfigError(f"control_adapter rank must be >= 1, got {rank}")
+        self.control_dim, self.rank, self.gain = int(control_dim), int(rank), float(gain)
+        self.down = nn.Linear(d, rank)
+        self.up = nn.Linear(rank * control_dim, d, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, T, d)`` the field's normalised input, ``u`` ``(B, 1, c)`` → ``(B, T, d)``."""
+        a = torch.nn.functional.silu(self.down(x))  # (B, T, r)
+        gated = (a.unsqueeze(-1) * u.unsqueeze(-2)).flatten(-2)  # (B, T, r·c): u_a · σ(A x) per axis
+        return self.gain * self.up(gated)
+
+    @torch.no_grad()
+    def set_gain_(self, gain: float) -> None:
+        """Use gain ``gain`` with ``B`` scaled by ``old / gain`` (the same function)."""
+        self.up.weight *= self.gain / float(gain)
         self.gain = float(gain)
 
 

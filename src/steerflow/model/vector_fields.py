@@ -30,7 +30,7 @@ from torch import nn
 from steerflow.config import ModelConfig
 from steerflow.errors import ConfigError
 from steerflow.model.depth_field import DepthBlockField
-from steerflow.model.field_base import OUTPUT_INIT_STD, ControlOut, VectorField
+from steerflow.model.field_base import OUTPUT_INIT_STD, ControlAdapter, ControlOut, VectorField
 from steerflow.model.layers import CausalSelfAttention
 
 _ACTIVATIONS = {"softplus": nn.Softplus, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -96,17 +96,29 @@ class MLPField(VectorField):
         self.u_out: Optional[ControlOut] = None
         if config.control_out:
             self.add_control_out(config.control_dim, config.control_gain)
+        self.u_adapter: Optional[ControlAdapter] = None
+        if config.control_adapter:
+            self.add_control_adapter(config.control_dim, config.control_adapter,
+                                     config.control_gain)
 
     def add_control_out(self, control_dim: int, gain: float) -> None:
         """Add the direct control path ``gain · W_o u`` to F, zero-initialised (the same model)."""
         self.u_out = ControlOut(control_dim, self.fc_out.out_features, gain)
 
+    def add_control_adapter(self, control_dim: int, rank: int, gain: float) -> None:
+        """Add the u-gated adapter of rank ``rank`` to F, zero-initialised (the same model)."""
+        self.u_adapter = ControlAdapter(control_dim, self.fc_out.out_features, rank, gain)
+
     def forward(self, tau, h, u, cache=None):
         if self.u_proj is not None:
             h = h + self.u_proj(u)  # additive injection, before the LayerNorm (the ablation)
-        x = self.fc_in(self.norm(h), tau, u if self.u_proj is None else None)
-        out = self.fc_out(self.act(x))
-        return out if self.u_out is None else out + self.u_out(u)  # (B, T, d) + (B, 1, d)
+        normed = self.norm(h)  # (B, T, d)
+        out = self.fc_out(self.act(self.fc_in(normed, tau, u if self.u_proj is None else None)))
+        if self.u_out is not None:
+            out = out + self.u_out(u)  # (B, T, d) + (B, 1, d)
+        if self.u_adapter is not None:
+            out = out + self.u_adapter(normed, u)  # (B, T, d), exactly 0 at u = 0
+        return out
 
     def output_layers(self) -> list[nn.Linear]:
         return [self.fc_out]

@@ -51,6 +51,7 @@ class RunSettings:
     steer_anchor: float = 0.0
     control_gain: Optional[float] = None
     control_out: bool = False
+    control_adapter: int = 0
     control_only: bool = False
     train_head: bool = False
     # ... and its optimisation
@@ -66,6 +67,7 @@ class RunSettings:
     distill_batch_size: int = 16
     distill_lr: float = 1e-3
     distill_block_size: Optional[int] = None
+    distill_top_p: Optional[float] = None
     # samples and the steering evaluation
     eval_prompts: int = 50
     eval_samples: int = 4
@@ -90,6 +92,8 @@ class RunSettings:
     flow_loss_batches: int = 5
     flow_refinement: bool = True
     flow_refinement_iters: int = 150
+    # the contractive-field hybrid the flow analysis compares with (paper 2); False: no such stage
+    contractive: bool = True
     contractive_steps: Optional[int] = None
     bench_quick: bool = True
     seed: int = 1337
@@ -97,8 +101,10 @@ class RunSettings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int) and not isinstance(value, bool) and f.name != "seed" and value < 1:
-                raise ConfigError(f"{f.name} must be >= 1, got {value}")
+            floor = 0 if f.name == "control_adapter" else 1  # a rank of 0: no adapter
+            if (isinstance(value, int) and not isinstance(value, bool) and f.name != "seed"
+                    and value < floor):
+                raise ConfigError(f"{f.name} must be >= {floor}, got {value}")
         if not (self.steer_steps or self.distill_steps):
             raise ConfigError("a run needs a steering stage (steer_steps) or a distillation "
                               "stage (distill_steps)")
@@ -224,7 +230,7 @@ def stage_flow(s: RunSettings, env: Environment):
         cfg = FlowConfig(checkpoint=str(ctx.out_dir / PATHS.steered),
                          out=str(ctx.out_dir / PATHS.flow),
                          baseline=str(ctx.out_dir / PATHS.baseline),
-                         compare=str(ctx.out_dir / PATHS.contractive),
+                         compare=str(ctx.out_dir / PATHS.contractive) if s.contractive else None,
                          data_dir=env.data_dir, cache_dir=env.cache_dir,
                          batch_size=s.flow_batch_size, lanczos_iters=s.flow_lanczos_iters,
                          grid_points=s.flow_grid_points, traj_steps=s.flow_traj_steps,
@@ -288,17 +294,19 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
               stage_lm(s, env), t["lm"], settings=lm_settings,
               outputs=[f"{PATHS.baseline}/model.safetensors", f"{PATHS.hybrid}/model.safetensors",
                        f"{PATHS.lm}/results.json"]),
-        Stage("contractive", "train a hybrid with the contractive vector field (paper 2)",
-              stage_contractive(s, env), t["contractive"], settings=["contractive_steps"],
-              outputs=[f"{PATHS.contractive}/model.safetensors"]),
     ]
+    if s.contractive:
+        stages.append(Stage(
+            "contractive", "train a hybrid with the contractive vector field (paper 2)",
+            stage_contractive(s, env), t["contractive"], settings=["contractive_steps"],
+            outputs=[f"{PATHS.contractive}/model.safetensors"]))
     if s.steer_steps:
         stages.append(Stage(
             "steer", f"steering training on {s.steer_data} (paper Exp. 2)", stage_steer(s, env),
             t["steer"], settings=["steer_data", "steer_discriminative", "steer_consistency",
                                   "steer_train_discrete", "steer_final_norm", "steer_anchor",
-                                  "control_gain", "control_out", "control_only",
-                                  "train_head", "steer_steps",
+                                  "control_gain", "control_out", "control_adapter",
+                                  "control_only", "train_head", "steer_steps",
                                   "steer_batch_size", "steer_lr"],
             outputs=[f"{steer_output(s)}/model.safetensors"]))
     if s.expert_steps:
@@ -314,7 +322,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
                        f"(weight {s.distill_gamma:g}) into one pass at u",
             stage_distill(s, env), t.get("distill", t["steer"]),
             settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("distill_")]
-            + ["control_gain", "control_out", "control_only", "train_head"],
+            + ["control_gain", "control_out", "control_adapter", "control_only", "train_head"],
             outputs=[f"{PATHS.steered}/model.safetensors"]))
     stages += [
         Stage("samples", "sample generations at u = -1, 0, +1", stage_samples(s, env),
@@ -334,7 +342,8 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
               outputs=[f"{PATHS.probe}/results.json"]),
         Stage("flow", "flow analysis: convergence order, log-norms, perturbations (paper 2)",
               stage_flow(s, env), t["flow"],
-              settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("flow_")],
+              settings=[f.name for f in dataclasses.fields(s) if f.name.startswith("flow_")]
+              + ["contractive"],
               outputs=[f"{PATHS.flow}/results.json"]),
         Stage("bench", "benchmark hybrid vs baseline (paper Exp. 4)", stage_bench(s, env),
               t["bench"], settings=["bench_quick"],

@@ -59,8 +59,9 @@ def stage_steer(s, env: Environment):
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, steer_anchor=s.steer_anchor,
                            control_gain=s.control_gain, control_out=s.control_out,
-                           control_only=s.control_only, train_head=s.train_head,
-                           steps=s.steer_steps, batch_size=s.steer_batch_size, lr=s.steer_lr,
+                           control_adapter=s.control_adapter, control_only=s.control_only,
+                           train_head=s.train_head, steps=s.steer_steps,
+                           batch_size=s.steer_batch_size, lr=s.steer_lr,
                            test_batches=s.test_batches,
                            resume=(out / "train_config.json").is_file())
         return _summary_row(train_to_completion(cfg), steer_data=s.steer_data,
@@ -100,8 +101,9 @@ def stage_distill(s, env: Environment):
                            init_from=str(ctx.out_dir / (PATHS.conditional if s.steer_steps
                                                         else PATHS.hybrid)),
                            distill_teacher=teacher,
-                           distill_alpha=s.distill_gamma, control_gain=s.control_gain,
-                           control_out=s.control_out, control_only=s.control_only,
+                           distill_alpha=s.distill_gamma, distill_top_p=s.distill_top_p,
+                           control_gain=s.control_gain, control_out=s.control_out,
+                           control_adapter=s.control_adapter, control_only=s.control_only,
                            train_head=s.train_head, distill_on_policy=s.distill_on_policy,
                            train_discrete=s.steer_train_discrete,
                            train_final_norm=s.steer_final_norm, ode_consistency=0.0,

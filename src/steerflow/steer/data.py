@@ -375,10 +375,18 @@ class PlainTextSource(SteerBatchSource):
 
 def build_expert_source(cfg, model, tokenizer, data_source) -> PlainTextSource:
     """``steerflow train --task expert``: the SST-2 sentences of label ``cfg.expert_label`` (their
-    dev sentences held out), for a DExperts expert (label 1) or anti-expert (label −1)."""
+    dev sentences held out), for a DExperts expert (label 1) or anti-expert (label −1). With a
+    ``.jsonl`` ``cfg.steer_data``, the texts of that file whose first u entry is the label
+    (every 20th held out): an expert of any attribute labelled ±1."""
     block = min(int(cfg.block_size or model.config.block_size), model.config.block_size)
     style = lm_text_style(data_source)
-    train, held = (sst2_examples(data_source, split, style) for split in ("train", "dev"))
+    kind = getattr(cfg, "steer_data", None) or "sst2"
+    jsonl = str(kind).endswith((".jsonl", ".json"))
+    train, held = (steer_examples(kind, data_source, style, control_dim=None) if jsonl else
+                   (sst2_examples(data_source, split, style) for split in ("train", "dev")))
     keep = [[e for e in part if e.u[0] == cfg.expert_label] for part in (train, held)]
+    if not keep[0]:
+        raise DataError(f"{kind}: no text labelled {cfg.expert_label:+d} for the expert")
+    name = Path(kind).stem if jsonl else "sst2"
     return PlainTextSource(*keep, tokenizer, block, seed=cfg.seed,
-                           name=f"sst2-{'positive' if cfg.expert_label > 0 else 'negative'}")
+                           name=f"{name}-{'positive' if cfg.expert_label > 0 else 'negative'}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -53,26 +53,31 @@ class ContrastTeacher:
     DExperts teacher.
     """
 
-    def __init__(self, kind: str, base, plus, minus, weight: float, axis: int = 0) -> None:
-        self.kind, self.weight, self.axis = kind, float(weight), int(axis)
+    def __init__(self, kind: str, base, plus, minus, weight: float, axis: int = 0,
+                 top_p: Optional[float] = None) -> None:
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ConfigError(f"the teacher's top_p must be in (0, 1], got {top_p!r}")
+        self.kind, self.weight, self.axis, self.top_p = kind, float(weight), int(axis), top_p
         self.base, self.plus, self.minus = _frozen(base), _frozen(plus), _frozen(minus)
 
     @classmethod
-    def dexperts(cls, base, expert, anti_expert, alpha: float, axis: int = 0) -> "ContrastTeacher":
-        """DExperts' Eq. 1 at strength ``u · alpha`` (negative u swaps the experts' roles)."""
+    def dexperts(cls, base, expert, anti_expert, alpha: float, axis: int = 0,
+                 top_p: Optional[float] = None) -> "ContrastTeacher":
+        """DExperts' Eq. 1 at strength ``u · alpha`` (negative u swaps the experts' roles); with
+        ``top_p``, on the base's nucleus, as DExperts samples (:meth:`logits`)."""
         from steerflow.steer.dexperts import check_same_tokenizer
 
         check_same_tokenizer([base, expert, anti_expert], ("student", "expert", "anti-expert"))
-        return cls("dexperts", base, expert, anti_expert, alpha, axis)
+        return cls("dexperts", base, expert, anti_expert, alpha, axis, top_p)
 
     @classmethod
-    def guidance(cls, model, gamma: float) -> "ContrastTeacher":
+    def guidance(cls, model, gamma: float, top_p: Optional[float] = None) -> "ContrastTeacher":
         """Guidance over u of a frozen copy of ``model``: z(0) + γ · (z(u) − z(−u))."""
         if getattr(model, "ode", None) is None:
             raise ConfigError("a guidance teacher contrasts the model at u and -u; a discrete "
                               "model ignores u")
         frozen = copy.deepcopy(model)
-        return cls("guidance", frozen, frozen, frozen, gamma)
+        return cls("guidance", frozen, frozen, frozen, gamma, top_p=top_p)
 
     # ------------------------------------------------------------------ the three conditionals
     def _controls(self, u: torch.Tensor):
@@ -84,10 +89,17 @@ class ContrastTeacher:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits ``(B, T, V)`` at every position of ``x`` ``(B, T)`` for ``u`` ``(B, c)``."""
+        """The teacher's logits ``(B, T, V)`` at every position of ``x`` ``(B, T)`` for ``u`` ``(B, c)``.
+
+        With ``top_p``, the tokens outside the base's nucleus are −inf: DExperts samples the
+        contrast on the base's top-p tokens only (the nucleus is cut from the base's logits before
+        the experts are added; :func:`~steerflow.model.decoding.contrast_logits`), which keeps the
+        contrast from lifting tokens the base finds implausible.
+        """
         controls, weight = self._controls(u)
         z = [model(x, c)[0].float() for model, c in zip((self.base, self.plus, self.minus), controls)]
-        return z[0] + weight[:, :, None] * (z[1] - z[2])
+        out = z[0] + weight[:, :, None] * (z[1] - z[2])  # (B, T, V)
+        return out if self.top_p is None else on_nucleus(out, z[0], self.top_p)
 
     @torch.no_grad()
     def sample(self, idx: torch.Tensor, u: torch.Tensor, n_tokens: int,
@@ -106,14 +118,24 @@ class ContrastTeacher:
         return seq
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "weight": self.weight, "axis": self.axis}
+        return {"kind": self.kind, "weight": self.weight, "axis": self.axis, "top_p": self.top_p}
+
+
+def on_nucleus(logits: torch.Tensor, base: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``logits`` ``(..., V)`` with −inf outside the nucleus ``top_p`` of ``base`` ``(..., V)``."""
+    from steerflow.model.decoding import filter_logits
+
+    kept = filter_logits(base.reshape(-1, base.shape[-1]), top_p=top_p).reshape(base.shape)
+    return logits.masked_fill(torch.isinf(kept), float("-inf"))
 
 
 def teacher_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """``KL(p_teacher ‖ p_student)`` at every position, ``(B, T)``, over the whole vocabulary."""
+    """``KL(p_teacher ‖ p_student)`` at every position, ``(B, T)``, over the whole vocabulary
+    (tokens the teacher gives probability 0, −inf logits, add nothing)."""
     log_t = F.log_softmax(teacher_logits.float(), dim=-1)
     log_s = F.log_softmax(student_logits.float(), dim=-1)
-    return (log_t.exp() * (log_t - log_s)).sum(-1)
+    diff = torch.where(torch.isfinite(log_t), log_t - log_s, 0.0)  # 0 · log 0 = 0
+    return (log_t.exp() * diff).sum(-1)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -246,14 +268,14 @@ def build_teacher(cfg, model) -> ContrastTeacher:
 
     kind, experts = parse_teacher(cfg.distill_teacher)
     if kind == "guidance":
-        return ContrastTeacher.guidance(model, cfg.distill_alpha)
+        return ContrastTeacher.guidance(model, cfg.distill_alpha, cfg.distill_top_p)
     from steerflow.model.hub import load_model
 
     pos, neg = (load_model(path, "cpu") for path in experts)
     base = copy.deepcopy(model)
     device = next(model.parameters()).device
     return ContrastTeacher.dexperts(base.to(device), pos.to(device), neg.to(device),
-                                    cfg.distill_alpha, cfg.steer_axis)
+                                    cfg.distill_alpha, cfg.steer_axis, cfg.distill_top_p)
 
 
 def build_distill_source(cfg, model, tokenizer, data_source, lm_source) -> DistillSource:

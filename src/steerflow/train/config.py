@@ -24,6 +24,7 @@ from typing import Any, Optional, Union
 
 from steerflow.config import PRESETS, ModelConfig, _check_fields, _check_types
 from steerflow.errors import ConfigError
+from steerflow.train.teacher_spec import parse_teacher, parse_teacher_axes  # noqa: F401
 
 TASKS = ("lm", "steer", "expert", "distill")
 #: tasks that start from a checkpoint (--from)
@@ -37,7 +38,7 @@ LM_U_MODES = ("zero", "random", "conditional")
 #: options that only the control tasks (``steer``, ``distill``) accept (their defaults switch
 #: them off)
 STEER_ONLY = ("steer_anchor", "train_final_norm", "control_gain", "control_out", "train_head",
-              "control_only")
+              "control_only", "control_adapter")
 STEER_ALPHA = ("frozen", "trained")
 STEER_ALPHA_VALUES = ("auto", "keep", "init")
 #: an exploding step is judged against a running median only once this many norms are known
@@ -73,18 +74,6 @@ RESUME_FREE = frozenset({"out", "resume", "quiet", "data_dir", "cache_dir", "dev
                          "eval_batch_size", "save_every", "keep_checkpoints"})
 
 
-def parse_teacher(spec: str) -> tuple[str, Optional[tuple[str, str]]]:
-    """A distillation teacher: ``"guidance"`` or ``"dexperts:POS,NEG"`` → ``(kind, (pos, neg) or None)``."""
-    if spec == "guidance":
-        return "guidance", None
-    if isinstance(spec, str) and spec.startswith("dexperts:"):
-        parts = spec[len("dexperts:"):].split(",")
-        if len(parts) == 2 and all(parts):
-            return "dexperts", (parts[0], parts[1])
-    raise ConfigError(f"distill_teacher must be 'guidance' or 'dexperts:POS_DIR,NEG_DIR', got "
-                      f"{spec!r}")
-
-
 def default_tokenizer(config_name: str, vocab_size: int) -> str:
     """``bpe:<preset vocab>`` for the small presets, GPT-2's BPE for ``paper``/``gpt2``."""
     return "gpt2" if config_name in ("paper", "gpt2") else f"bpe:{vocab_size}"
@@ -114,6 +103,9 @@ class TrainConfig:
             model, whose u-effect Adam then moves g times faster (None: keep the checkpoint's).
         control_out: with ``task="steer"`` or ``"distill"``, add the mlp field's direct control
             path ``g·W_o u`` (zero-initialised: the same model; ``vector_fields.ControlOut``).
+        control_adapter: with ``task="steer"`` or ``"distill"``, add the mlp field's u-gated adapter
+            of this rank, ``g·Σ_a u_a B_a σ(A x)`` (B = 0: the same model; 0: none): a
+            context-dependent control path, exactly zero at u = 0 (``field_base.ControlAdapter``).
         steer_alpha: with ``task="steer"``, ``frozen`` (default) keeps α at its pretrained value;
             ``trained`` lets Adam move it (measured on ``small``: α then grows by about one
             learning rate per step and the steering run diverges once α ≈ 1).
@@ -141,7 +133,7 @@ class TrainConfig:
             within span(W_head) (d of V directions); on ``small`` 3.9 % of DExperts' mean contrast
             lies there, so the head must learn to read what u writes (:mod:`steerflow.steer.distill`).
         control_only: with ``task="steer"``/``"distill"``, train only the field's zero-initialised
-            control paths (the mlp field's ``W_o`` of ``control_out``, the depth-block field's u
+            control paths (the mlp field's ``W_o`` and adapter, the depth-block field's u
             input), so the field at u = 0 stays the pretrained one exactly.
         tokenizer: ``gpt2`` or ``bpe:N``; default ``bpe:<preset vocab>`` for tiny/small and
             ``gpt2`` for paper/gpt2 (with ``init_from``: the checkpoint's tokenizer). The model's
@@ -173,11 +165,14 @@ class TrainConfig:
         expert_label: with ``task="expert"``, the label whose SST-2 sentences the expert learns
             (1 positive, −1 negative).
         distill_teacher: with ``task="distill"``, ``guidance`` (the starting model's own
-            z(0) + γ(z(u) − z(−u))) or ``dexperts:POS_DIR,NEG_DIR`` (two expert checkpoints).
+            z(0) + γ(z(u) − z(−u))), ``dexperts:POS_DIR,NEG_DIR`` (two expert checkpoints) or
+            one pair per axis, ``dexperts:P0,N0;P1,N1`` (:mod:`steerflow.train.teacher_spec`).
         distill_alpha: the teacher's strength at |u| = 1 (DExperts' α or guidance's γ).
         distill_on_policy: the share of each batch's rows that are sentence openings continued by
             the teacher (the rest are WikiText-2 windows).
         distill_tokens: how many tokens the teacher adds to each on-policy opening.
+        distill_top_p: the teacher on the base's nucleus (tokens outside it probability 0), as
+            DExperts samples; None (default): over the whole vocabulary.
         vanish_floor, explode_factor, explode_window: gradient-event thresholds (module docstring).
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
@@ -206,6 +201,7 @@ class TrainConfig:
     steer_alpha_value: Union[str, float] = "auto"
     control_gain: Optional[float] = None
     control_out: bool = False
+    control_adapter: int = 0
     train_head: bool = False
     control_only: bool = False
     steer_discriminative: float = 0.0
@@ -244,6 +240,7 @@ class TrainConfig:
     distill_alpha: float = 2.0
     distill_on_policy: float = 0.5
     distill_tokens: int = 20
+    distill_top_p: Optional[float] = None
     vanish_floor: float = 1e-6
     explode_factor: float = 10.0
     explode_window: int = 50
@@ -331,7 +328,8 @@ class TrainConfig:
                 isinstance(self.control_gain, (int, float)) and not isinstance(self.control_gain, bool)
                 and math.isfinite(self.control_gain) and self.control_gain > 0):
             raise ConfigError(f"control_gain must be a positive number, got {self.control_gain!r}")
-        for name, ok, rule in (("lm_u_share", 0 <= self.lm_u_share <= 1, "in [0, 1]"),
+        for name, ok, rule in (("control_adapter", self.control_adapter >= 0, ">= 0"),
+                               ("lm_u_share", 0 <= self.lm_u_share <= 1, "in [0, 1]"),
                                ("lm_u_dropout", 0 <= self.lm_u_dropout <= 1, "in [0, 1]"),
                                ("distill_alpha", self.distill_alpha >= 0, ">= 0"),
                                ("distill_on_policy", 0 <= self.distill_on_policy <= 1, "in [0, 1]")):
@@ -340,6 +338,8 @@ class TrainConfig:
         if self.expert_label not in (-1, 1):
             raise ConfigError(f"expert_label must be 1 (positive) or -1 (negative), got "
                               f"{self.expert_label!r}")
+        if self.distill_top_p is not None and not 0 < self.distill_top_p <= 1:
+            raise ConfigError(f"distill_top_p must be in (0, 1], got {self.distill_top_p!r}")
         if self.distill_tokens < 1:
             raise ConfigError(f"distill_tokens must be >= 1, got {self.distill_tokens}")
         if self.steer_alpha_value not in STEER_ALPHA_VALUES and not (
@@ -376,7 +376,7 @@ class TrainConfig:
             if self.distill_teacher is None:
                 raise ConfigError("task 'distill' needs a teacher: --teacher guidance or "
                                   "--teacher dexperts:POS_DIR,NEG_DIR")
-            parse_teacher(self.distill_teacher)
+            parse_teacher_axes(self.distill_teacher)
         elif self.distill_teacher is not None:
             raise ConfigError("distill_teacher applies to task='distill' only")
         if self.init_from is not None and not Path(self.init_from).is_dir():

@@ -86,7 +86,8 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
                         train_final_norm: bool = False, train_head: bool = False,
                         control_only: bool = False) -> None:
     """Freeze embeddings, final LayerNorm and head; train the ODE block (only its zero-initialised
-    control paths with ``control_only``: the mlp field's ``W_o``, the depth-block field's u input),
+    control paths with ``control_only``: the mlp field's ``W_o`` and adapter, the depth-block
+    field's u input),
     + the discrete blocks, + the final LayerNorm, + the head
     (untied first, :func:`untie_head`) as the flags say.
 
@@ -95,12 +96,13 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
     if getattr(model, "ode", None) is None:
         raise ConfigError("tasks 'steer' and 'distill' need a hybrid model with an ODE block; the checkpoint is "
                           "a discrete baseline")
-    from steerflow.model.field_base import ControlOut
+    from steerflow.model.field_base import ControlAdapter, ControlOut
 
-    control_paths = [m for m in model.ode.field.modules() if isinstance(m, ControlOut)]
+    control_paths = [m for m in model.ode.field.modules()
+                     if isinstance(m, (ControlOut, ControlAdapter))]
     if control_only and not control_paths:
         raise ConfigError("control_only trains the field's zero-initialised control paths, which "
-                          "this model lacks: add one with control_out (mlp field)")
+                          "this model lacks: add one with control_out or control_adapter (mlp field)")
     for p in model.parameters():
         p.requires_grad_(False)
     if train_head:
@@ -256,33 +258,41 @@ def reset_alpha(model: nn.Module, value, log: Callable[[str], None]) -> None:
 
 
 def set_control(model: nn.Module, gain: Optional[float], control_out: bool,
-                log: Callable[[str], None]) -> None:
-    """``TrainConfig.control_gain`` / ``control_out``: add the mlp field's zero-initialised direct
-    control path, then set the control gain g with ``W_u`` and ``W_o`` rescaled by ``old / g``.
-    Both leave the model's function unchanged; they change how fast Adam moves u's effect."""
+                log: Callable[[str], None], adapter: int = 0) -> None:
+    """``TrainConfig.control_gain`` / ``control_out`` / ``control_adapter``: add the mlp field's
+    zero-initialised control paths, then set the control gain g with ``W_u``, ``W_o`` and the
+    adapter's ``B`` rescaled by ``old / g``. All leave the model's function unchanged; they change
+    how fast Adam moves u's effect."""
+    from steerflow.model.field_base import ControlAdapter
     from steerflow.model.vector_fields import ControlledLinear, ControlOut
 
     ode = getattr(model, "ode", None)
-    if ode is None or (gain is None and not control_out):
+    if ode is None or (gain is None and not control_out and not adapter):
         return
+    if (control_out or adapter) and not hasattr(ode.field, "add_control_out"):
+        raise ConfigError(f"control_out and control_adapter are paths of the mlp field; this "
+                          f"model's field is {model.config.field!r}")
     if control_out and getattr(ode.field, "u_out", None) is None:
-        if not hasattr(ode.field, "add_control_out"):
-            raise ConfigError(f"control_out is a path of the mlp field; this model's field is "
-                              f"{model.config.field!r}")
         ode.field.add_control_out(model.config.control_dim, model.config.control_gain)
         model.config = dataclasses.replace(model.config, control_out=True)
         log("control path: F + g·W_o u added with W_o = 0 (the same model)")
+    if adapter and getattr(ode.field, "u_adapter", None) is None:
+        ode.field.add_control_adapter(model.config.control_dim, adapter, model.config.control_gain)
+        model.config = dataclasses.replace(model.config, control_adapter=int(adapter))
+        log(f"control adapter: F + g·Σ u_a B_a σ(A x) of rank {adapter} added with B = 0 "
+            f"(the same model)")
     if gain is None:
         return
     layers = [m for m in ode.field.modules()
-              if isinstance(m, ControlOut) or (isinstance(m, ControlledLinear) and m.control_dim)]
+              if isinstance(m, (ControlOut, ControlAdapter))
+              or (isinstance(m, ControlledLinear) and m.control_dim)]
     if not layers:
         raise ConfigError("control_gain needs u concatenated into the field (injection='concat')")
     old = model.config.control_gain
     for layer in layers:
         layer.set_gain_(gain)
     model.config = dataclasses.replace(model.config, control_gain=float(gain))
-    log(f"control gain: {old:.4g} → {gain:.4g} with W_u, W_o scaled by {old / gain:.4g} "
+    log(f"control gain: {old:.4g} → {gain:.4g} with W_u, W_o, B scaled by {old / gain:.4g} "
         f"(the same model)")
 
 
@@ -304,7 +314,7 @@ def _model(cfg: TrainConfig, ctx: DistContext, model: Optional[nn.Module], token
     model.tokenizer = tokenizer
     if cfg.task in CONTROL_TASKS:
         reset_alpha(model, cfg.steer_alpha_value, log)  # a resumed run then loads its own state
-        set_control(model, cfg.control_gain, cfg.control_out, log)
+        set_control(model, cfg.control_gain, cfg.control_out, log, cfg.control_adapter)
         freeze_for_steering(model, cfg.train_discrete, cfg.steer_alpha == "trained",
                             cfg.train_final_norm, cfg.train_head, cfg.control_only)
     model.to(ctx.device).train()

@@ -161,6 +161,12 @@ def build_batch_source(cfg: "TrainConfig", model, tokenizer: "Tokenizer",
                        "zero" if cfg.lm_u == "conditional" else cfg.lm_u, model.config.control_dim)
     if cfg.task == "distill":
         from steerflow.steer.distill import build_distill_source
+        from steerflow.train.teacher_spec import is_multi_axis
+
+        if is_multi_axis(cfg.distill_teacher):  # one expert pair per axis, summed
+            from steerflow.steer.multi_axis import build_multi_axis_source
+
+            return build_multi_axis_source(cfg, model, tokenizer, data_source, lm)
 
         return build_distill_source(cfg, model, tokenizer, data_source, lm)
     if cfg.lm_u == "conditional":

@@ -211,20 +211,25 @@ def load_or_train(
     dev_pairs_fn: Callable[[], Sequence[Pair]],
     seed: int = 0,
     config: TfidfConfig | None = None,
+    judge_cls: type[SST2ClassifierJudge] | None = None,
 ) -> SST2ClassifierJudge:
     """Reuse the judge saved in ``cache_dir`` if trained on the same data and config, else train.
+
+    ``judge_cls`` (default :class:`SST2ClassifierJudge`) is the TF-IDF judge class to load or
+    train: a subclass for another attribute keeps its own name and file format.
 
     The data functions are always called (reading SST-2 takes well under a second); training is
     skipped when the saved manifest's ``data_sha256``, config and seed match. A cached judge that
     fails to load is retrained and overwritten, with a warning.
     """
     config = config or TfidfConfig()
+    judge_cls = judge_cls or SST2ClassifierJudge
     train_pairs, dev_pairs = list(train_pairs_fn()), list(dev_pairs_fn())
     fingerprint = data_fingerprint(train_pairs, dev_pairs)
     directory = Path(cache_dir)
     if (directory / "manifest.json").is_file():
         try:
-            judge = SST2ClassifierJudge.load(directory)
+            judge = judge_cls.load(directory)
             if (judge.meta.get("data_sha256"), judge.config, judge.meta.get("seed")) == (
                 fingerprint,
                 config,
@@ -232,7 +237,8 @@ def load_or_train(
             ):
                 return judge
         except DataError as exc:
-            warnings.warn(f"retraining the SST-2 judge: cached copy unusable ({exc})", stacklevel=2)
-    judge = SST2ClassifierJudge.train(train_pairs, dev_pairs, seed=seed, config=config)
+            warnings.warn(f"retraining the {judge_cls.name} judge: cached copy unusable ({exc})",
+                          stacklevel=2)
+    judge = judge_cls.train(train_pairs, dev_pairs, seed=seed, config=config)
     judge.save(directory)
     return judge
