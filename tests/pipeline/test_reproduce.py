@@ -7,7 +7,7 @@ import math
 import pytest
 
 from steerflow.config import ModelConfig
-from steerflow.pipeline.demo import SCALES, Environment
+from steerflow.pipeline.demo import REPRODUCE_SCALES, SCALES, Environment
 from steerflow.pipeline.estimate import estimate_seconds, eval_fraction
 from steerflow.train.config import TrainConfig
 
@@ -78,5 +78,13 @@ def test_recipe_stages_follow_the_settings():
     assert "steer" not in names(steer_steps=None)  # distillation straight from the hybrid
     assert "experts" not in names(expert_steps=None)  # the guidance teacher then
     assert {"experts", "distill"}.isdisjoint(names(expert_steps=None, distill_steps=None))
+    assert "contractive" not in names(contractive=False)  # and the flow stage compares none
+    flow = [st for st in build_stages(dataclasses.replace(SCALES["tiny"], contractive=False),
+                                      Environment()) if st.name == "flow"][0]
+    assert "contractive" in flow.settings
+    assert not SCALES["small"].contractive and REPRODUCE_SCALES["small"].contractive
+    RunSettings(control_adapter=0)  # a rank of 0 is "no adapter", not an error
+    with pytest.raises(ConfigError, match="control_adapter must be >= 0"):
+        RunSettings(control_adapter=-1)
     with pytest.raises(ConfigError, match="steering stage"):
         RunSettings(steer_steps=None, distill_steps=None)

@@ -15,11 +15,12 @@ from steerflow.steer.sentiment_probe import probe
 
 
 @pytest.fixture(scope="module")
-def steered(pretrained_dir, tmp_path_factory):
+def steered(pretrained_dir, fake_data_dir, tmp_path_factory):
     from steerflow.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("steered") / "run"
     cfg = TrainConfig(out=str(out), config="tiny", task="steer", init_from=str(pretrained_dir),
+                      data_dir=str(fake_data_dir), cache_dir=str(out.parent / "cache"),
                       steer_data="cloze", steps=100, batch_size=16, lr=3e-2, warmup_steps=5,
                       eval_interval=100, eval_batches=2, test_batches=2, save_every=100,
                       quiet=True, seed=0, threads=1)

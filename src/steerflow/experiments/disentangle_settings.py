@@ -24,10 +24,11 @@ GRID_VALUES = (-1.0, 0.0, 1.0)
 class DisentangleSettings:
     """Sizes of every stage. :data:`SCALES` holds the named presets.
 
-    The recipe is the steering issue's (``steerflow demo --scale small``): DExperts' experts
-    fine-tuned from the hybrid LM, their contrast distilled into the field's direct control path
-    and an untied head at α = ``distill_alpha``, here one expert pair per axis (``joint_steps``)
-    and, for comparison, one single-axis model per attribute (``single_steps``).
+    The recipe is the steering issue's (``steerflow demo``): DExperts' experts fine-tuned from the
+    hybrid LM, their contrast on the base's nucleus distilled into the field's zero-initialised
+    control paths (W_o u and the u-gated adapter) and an untied head at α = ``distill_alpha``,
+    here one expert pair per axis (``joint_steps``) and, for comparison, one single-axis model per
+    attribute (``single_steps``).
     """
 
     config: str = "small"
@@ -46,8 +47,10 @@ class DisentangleSettings:
     single_steps: int = 200
     distill_alpha: float = 1.5
     #: the teachers on the base's nucleus (``TrainConfig.distill_top_p``; None: the whole
-    #: vocabulary, the recipe of ``steerflow demo --scale small``)
-    distill_top_p: Optional[float] = None
+    #: vocabulary)
+    distill_top_p: Optional[float] = 0.9
+    #: rank of the field's u-gated adapter (``TrainConfig.control_adapter``; 0: none)
+    control_adapter: int = 64
     distill_batch_size: int = 16
     distill_lr: float = 1e-2
     distill_block_size: Optional[int] = 64
@@ -68,9 +71,10 @@ class DisentangleSettings:
         check_axes(self.axes)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            floor = 0 if f.name == "control_adapter" else 1  # a rank of 0: no adapter
             if isinstance(value, int) and not isinstance(value, bool) and f.name != "seed" \
-                    and value < 1:
-                raise InputError(f"{f.name} must be >= 1, got {value}")
+                    and value < floor:
+                raise InputError(f"{f.name} must be >= {floor}, got {value}")
         for name in ("distill_alpha", "distill_lr", "expert_lr", "control_gain", "actadd_coef"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -42,6 +42,8 @@ class RunSettings:
     lm_batch_size: Optional[int] = None
     lm_lr: Optional[float] = None
     test_batches: Optional[int] = None
+    #: validation batches of the LMs' periodic evaluations (TrainConfig.eval_batches)
+    lm_eval_batches: int = 20
     # the steering stage (pipeline/steering.py)
     steer_data: str = "sst2"
     steer_discriminative: float = 0.0
@@ -61,6 +63,7 @@ class RunSettings:
     # DExperts' experts (None: no such stage) and the distillation stage (None: none)
     expert_steps: Optional[int] = None
     expert_lr: float = 1e-3
+    expert_batch_size: Optional[int] = None  # None: steer_batch_size
     distill_steps: Optional[int] = None
     distill_gamma: float = 2.0
     distill_on_policy: float = 0.5
@@ -121,15 +124,18 @@ SCALES: dict[str, RunSettings] = {
                         flow_grid_points=3, flow_traj_steps=8, flow_loss_batches=2,
                         flow_refinement=False),
     # the README's main job: at most 10 minutes on 2 CPU cores, trimmed evaluations. The steering
-    # recipe (the steering issue): DExperts' expert and anti-expert, then their contrast at α = 1
-    # distilled into one pass through the field's direct control path and an untied head
-    "small": RunSettings(config="small", lm_steps=250, contractive_steps=50, test_batches=40,
-                         steer_steps=None, expert_steps=120, distill_steps=200,
-                         distill_gamma=1.5, distill_on_policy=0.0, distill_lr=1e-2,
-                         distill_block_size=64, control_gain=3.0, control_out=True,
-                         control_only=True, train_head=True, open_us=(-1.0, 0.0, 1.0),
+    # recipe (the steering issue): DExperts' expert and anti-expert, then their contrast at
+    # α = 1.5 on the base's nucleus (what DExperts samples) distilled into one pass through the
+    # field's zero-initialised control paths (W_o u and the u-gated adapter) and an untied head
+    "small": RunSettings(config="small", lm_steps=130, contractive=False, test_batches=20,
+                         lm_eval_batches=10, steer_steps=None, expert_steps=100,
+                         expert_batch_size=16, distill_steps=100, distill_gamma=1.5,
+                         distill_on_policy=0.0, distill_lr=1e-2, distill_block_size=64,
+                         distill_top_p=0.9, control_gain=3.0, control_out=True,
+                         control_adapter=64, control_only=True, train_head=True,
+                         eval_samples=3, open_us=(-1.0, -0.5, 0.0, 0.5, 1.0),
                          actadd_coefs=(-8.0, 0.0, 8.0), guidance_gammas=(),
-                         dexperts_alphas=(1.0, 1.5), invariance_batches=1,
+                         dexperts_alphas=(1.0,), invariance_batches=1,
                          probe_sentences=200, flow_refinement=False),
     # paper 1 at its configuration (GPT-2 BPE, 30.5M-parameter baseline, 500 LM steps)
     "paper": RunSettings(config="paper", lm_steps=500, steer_steps=500, eval_prompts=100,
@@ -148,8 +154,10 @@ SCALES: dict[str, RunSettings] = {
 REPRODUCE_SCALES: dict[str, RunSettings] = {
     "paper": SCALES["paper"],
     "small": dataclasses.replace(
-        SCALES["small"], lm_steps=600, contractive_steps=100, expert_steps=300, distill_steps=400,
-        eval_prompts=200, eval_samples=4, open_us=(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0),
+        SCALES["small"], lm_steps=600, test_batches=40, lm_eval_batches=20, contractive=True,
+        contractive_steps=100, expert_steps=300, expert_batch_size=32, distill_steps=300,
+        eval_prompts=200, eval_samples=4,
+        open_us=(-1.0, -0.75, -0.5, 0.0, 0.5, 0.75, 1.0),
         actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 1.5, 2.0),
         invariance_batches=2),
     "tiny": SCALES["tiny"],
@@ -162,7 +170,8 @@ def stage_lm(s: RunSettings, env: Environment):
                                                               write_gradient_stability)
 
         base = train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
-                             batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches)
+                             batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches,
+                             eval_batches=s.lm_eval_batches)
         results = run_gradient_stability(base, ctx.out_dir / PATHS.lm,
                                          command="steerflow demo (stage lm)")
         write_gradient_stability(results, ctx.out_dir / PATHS.lm)
@@ -288,7 +297,8 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
     Training stages come first: a changed evaluation setting re-runs only the evaluations.
     """
     t = stage_seconds(s.config)
-    lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches", "seed"]
+    lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches",
+                   "lm_eval_batches", "seed"]
     stages = [
         Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
               stage_lm(s, env), t["lm"], settings=lm_settings,
@@ -313,7 +323,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
         stages.append(Stage(
             "experts", "DExperts' expert and anti-expert (positive / negative SST-2)",
             stage_experts(s, env), t.get("experts", t["steer"]),
-            settings=["expert_steps", "expert_lr", "steer_batch_size"],
+            settings=["expert_steps", "expert_lr", "expert_batch_size", "steer_batch_size"],
             outputs=[f"{PATHS.expert_positive}/model.safetensors",
                      f"{PATHS.expert_negative}/model.safetensors"]))
     if s.distill_steps:

@@ -147,17 +147,18 @@ def stage_experts(s: DisentangleSettings, env: Environment):
 def _distill(s: DisentangleSettings, env: Environment, run_dir: Path, rel: str, teacher: str,
              steps: int, axis: int = 0) -> dict:
     """The steering recipe's distillation (``pipeline.steering.stage_distill``, on-policy share
-    0): the field's direct control path and an untied head learn ``teacher`` in one pass at u."""
+    0): the field's control paths and an untied head learn ``teacher`` in one pass at u."""
     out = run_dir / rel
-    nucleus = {} if s.distill_top_p is None else {"distill_top_p": s.distill_top_p}
     cfg = train_config(s, env, out=str(out), task="distill", init_from=str(run_dir / LM),
-                       distill_teacher=teacher, distill_alpha=s.distill_alpha, steer_axis=axis,
-                       control_gain=s.control_gain, control_out=True, control_only=True,
+                       distill_teacher=teacher, distill_alpha=s.distill_alpha,
+                       distill_top_p=s.distill_top_p, steer_axis=axis,
+                       control_gain=s.control_gain, control_out=True,
+                       control_adapter=s.control_adapter, control_only=True,
                        train_head=True, distill_on_policy=0.0, ode_consistency=0.0,
                        steps=steps, batch_size=s.distill_batch_size,
                        block_size=s.distill_block_size, lr=s.distill_lr, weight_decay=0.0,
                        test_batches=s.test_batches,
-                       resume=(out / "train_config.json").is_file(), **nucleus)
+                       resume=(out / "train_config.json").is_file())
     return {**_summary(train_to_completion(cfg)), "teacher": teacher}
 
 
@@ -275,7 +276,7 @@ def build_stages(s: DisentangleSettings, env: Environment) -> list[Stage]:
     model = "model.safetensors"
     lm = ["config", "axes", "lm_steps", "lm_batch_size", "lm_lr", "test_batches", "seed"]
     distill = ["distill_alpha", "distill_top_p", "distill_batch_size", "distill_lr",
-               "distill_block_size", "control_gain"]
+               "distill_block_size", "control_gain", "control_adapter"]
     grid = ["prompts", "samples", "new_tokens", "judge_texts"]
     experts = [f"{d}/{model}" for axis in s.axes for d in expert_dirs(axis)]
     return [

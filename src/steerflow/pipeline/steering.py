@@ -77,7 +77,8 @@ def stage_experts(s, env: Environment):
             out = ctx.out_dir / rel
             cfg = train_config(s, env, out=str(out), task="expert", expert_label=label,
                                init_from=str(ctx.out_dir / PATHS.hybrid), steps=s.expert_steps,
-                               batch_size=s.steer_batch_size, lr=s.expert_lr,
+                               batch_size=s.expert_batch_size or s.steer_batch_size,
+                               lr=s.expert_lr,
                                test_batches=s.test_batches,
                                resume=(out / "train_config.json").is_file())
             rows["positive" if label > 0 else "negative"] = _summary_row(train_to_completion(cfg))

@@ -27,7 +27,8 @@ import torch
 
 from steerflow.errors import ConfigError
 from steerflow.model.decoding import IncrementalDecoder, filter_logits
-from steerflow.steer.distill import TEACHER_TOP_P, DistillSource, _frozen, _seed_of
+from steerflow.steer.distill import (TEACHER_TOP_P, DistillSource, _frozen, _seed_of,
+                                     on_nucleus)
 
 #: share of distillation rows whose u moves one axis alone (chosen uniformly), the others 0
 SOLO_SHARE = 0.5
@@ -81,10 +82,7 @@ class MultiContrastTeacher:
         base = z = self.base(x)[0].float()  # (B, T, V)
         for weight, (plus, minus) in zip(self.weights(u), self.pairs):
             z = z + weight[:, :, None] * (plus(x)[0].float() - minus(x)[0].float())
-        if self.top_p is None:
-            return z
-        kept = filter_logits(base.reshape(-1, base.shape[-1]), top_p=self.top_p)  # (B·T, V)
-        return z.masked_fill(torch.isinf(kept.reshape(base.shape)), float("-inf"))
+        return z if self.top_p is None else on_nucleus(z, base, self.top_p)
 
     @torch.no_grad()
     def sample(self, idx: torch.Tensor, u: torch.Tensor, n_tokens: int,
