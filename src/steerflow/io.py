@@ -146,6 +146,19 @@ def write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, to_json(obj))
 
 
+def write_study(out: PathLike, files: Sequence[str], result: Any, table: str,
+                plot: Callable[[Any, Path], Any]) -> list[str]:
+    """A study's files in ``out``: ``files = (results.json, table, figure)`` — the result as JSON,
+    the ``table`` text, and ``plot(result, path)``'s figure; returns the file names."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, table_name, figure = files
+    write_json(out / results, result)
+    atomic_write_text(out / table_name, table)
+    plot(result, out / figure)
+    return list(files)
+
+
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table (readable in a terminal too); floats with 4 significant digits."""
     def cell(v: Any) -> str:

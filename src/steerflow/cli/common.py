@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from steerflow.errors import InputError
 from steerflow.io import to_json
@@ -16,6 +17,33 @@ from steerflow.io import to_json
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout (non-finite floats become null, which JSON allows)."""
     print(to_json(obj), end="")
+
+
+def report_study(result: Any, table: str, written: Sequence[str], out: Any,
+                 as_json: bool) -> int:
+    """A study's result on stdout: its JSON object with ``--json``, else its ``table``, and the
+    names of the files it ``written`` into ``out`` on stderr. Returns the exit code 0."""
+    if as_json:
+        print_json(result)
+        return 0
+    print(table)
+    for name in written:
+        eprint(f"wrote {out}/{name}")
+    return 0
+
+
+def echo_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """``--flag value ...`` for the flags ``names`` that ``args`` sets (not None): a command line
+    rebuilt for the record in a results file."""
+    parts: list[str] = []
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        values = value if isinstance(value, (tuple, list)) else [value]
+        parts += ["--" + name.replace("_", "-"),
+                  *(shlex.quote(f"{v:g}" if isinstance(v, float) else str(v)) for v in values)]
+    return parts
 
 
 def existing_dir(path: str) -> Path:

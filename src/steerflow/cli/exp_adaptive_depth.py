@@ -16,8 +16,8 @@ import argparse
 import shlex
 
 from steerflow.analysis.settings import field_defaults
-from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, positive_float,
-                                  positive_int)
+from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, echo_flags,
+                                  positive_float, positive_int)
 from steerflow.experiments.adaptive_settings import AdaptiveDepthSettings
 
 #: flags echoed into results.json's "command" (the call that produced the numbers)
@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.cli.common import eprint, print_json, torch_threads
+    from steerflow.cli.common import report_study, torch_threads
     from steerflow.experiments.adaptive_depth import load_inputs, run_adaptive_depth
     from steerflow.experiments.adaptive_report import format_report, write_adaptive_depth
 
@@ -68,23 +68,11 @@ def run(args: argparse.Namespace) -> int:
         result = run_adaptive_depth(inputs, settings, progress=not args.quiet,
                                     command=command_line(args))
     written = write_adaptive_depth(result, args.out) if args.out else []
-    if args.json:
-        print_json(result)
-        return 0
-    print(format_report(result))
-    for name in written:
-        eprint(f"wrote {args.out}/{name}")
-    return 0
+    return report_study(result, format_report(result), written, args.out, args.json)
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed flags (for the record in results.json)."""
     parts = ["steerflow", "experiment", "adaptive-depth", shlex.quote(str(args.checkpoint))]
-    for name in _ECHO:
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        values = value if isinstance(value, (tuple, list)) else [value]
-        parts += ["--" + name.replace("_", "-"), *(shlex.quote(f"{v:g}" if isinstance(v, float)
-                                                              else str(v)) for v in values)]
+    parts += echo_flags(args, _ECHO)
     return " ".join(parts)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand,
+from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, echo_flags,
                                   positive_int)
 from steerflow.errors import InputError
 from steerflow.experiments.disentangle_settings import ATTRIBUTES, SCALES, parse_axes
@@ -61,7 +61,7 @@ def settings_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.cli.common import eprint, print_json, torch_threads
+    from steerflow.cli.common import report_study, torch_threads
     from steerflow.experiments.disentangle_report import format_report, write_disentangle
     from steerflow.pipeline.disentangle import run_disentangle
     from steerflow.pipeline.environment import Environment
@@ -74,13 +74,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_disentangle(args.out, settings, env, command=command_line(args),
                                  scale=args.scale)
     written = write_disentangle(result, args.out)
-    if args.json:
-        print_json(result)
-        return 0
-    print(format_report(result))
-    for name in written:
-        eprint(f"wrote {args.out}/{name}")
-    return 0
+    return report_study(result, format_report(result), written, args.out, args.json)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -89,7 +83,4 @@ def command_line(args: argparse.Namespace) -> str:
              "--out", shlex.quote(str(args.out))]
     if args.axes:
         parts += ["--axes", ",".join(args.axes)]
-    for name in ("prompts", "samples", "threads"):
-        if getattr(args, name, None) is not None:
-            parts += [f"--{name}", str(getattr(args, name))]
-    return " ".join(parts)
+    return " ".join(parts + echo_flags(args, ("prompts", "samples", "threads")))

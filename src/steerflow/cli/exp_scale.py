@@ -23,9 +23,9 @@ and hybrid costs about 90 ms per token here, 10 times paper's).
 from __future__ import annotations
 
 import argparse
-import shlex
 
-from steerflow.cli.common import add_common_flags, add_data_flags, add_subcommand, positive_int
+from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, echo_flags,
+                                  positive_int)
 
 #: flags echoed into results.json's "command" (the call that produced the numbers)
 _ECHO = ("configs", "tokens", "batch_size", "expert_steps", "distill_steps", "threads", "device",
@@ -73,7 +73,7 @@ def settings_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerflow.cli.common import eprint, print_json
+    from steerflow.cli.common import report_study
     from steerflow.pipeline.environment import Environment
     from steerflow.pipeline.scale import run_scale
     from steerflow.pipeline.scale_report import format_report, write_scale
@@ -85,13 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return print_estimate(settings, env)
     result = run_scale(settings, args.out, env, command=command_line(args))
     written = write_scale(result, args.out)
-    if args.json:
-        print_json(result)
-        return 0
-    print(format_report(result))
-    for name in written:
-        eprint(f"wrote {args.out}/{name}")
-    return 0
+    return report_study(result, format_report(result), written, args.out, args.json)
 
 
 def print_estimate(settings, env) -> int:
@@ -113,9 +107,4 @@ def print_estimate(settings, env) -> int:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed flags (for the record in results.json)."""
-    parts = ["steerflow", "experiment", "scale"]
-    for name in _ECHO:
-        value = getattr(args, name, None)
-        if value is not None:
-            parts += ["--" + name.replace("_", "-"), shlex.quote(str(value))]
-    return " ".join(parts)
+    return " ".join(["steerflow", "experiment", "scale"] + echo_flags(args, _ECHO))

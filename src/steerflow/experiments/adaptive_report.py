@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.experiments.paper import ADAPTIVE_DEPTH as PAPER
-from steerflow.io import atomic_write_text, format_table, pyplot, save_figure, write_json
+from steerflow.io import format_table, pyplot, save_figure, write_study
 
 #: the files :func:`write_adaptive_depth` writes
 FILES = ("results.json", "table.md", "adaptive_depth.png")
@@ -154,10 +154,4 @@ def plot_adaptive_depth(result: dict[str, Any], path: Path) -> Path:
 def write_adaptive_depth(result: dict[str, Any], out: str | os.PathLike) -> list[str]:
     """Write ``results.json``, ``table.md`` and ``adaptive_depth.png`` into ``out``; return the
     file names."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, table, figure = FILES
-    write_json(out / results, result)
-    atomic_write_text(out / table, format_report(result))
-    plot_adaptive_depth(result, out / figure)
-    return list(FILES)
+    return write_study(out, FILES, result, format_report(result), plot_adaptive_depth)

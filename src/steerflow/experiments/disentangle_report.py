@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from steerflow.io import atomic_write_text, format_table, pyplot, save_figure, write_json
+from steerflow.io import format_table, pyplot, save_figure, write_study
 
 #: the files :func:`write_disentangle` writes
 FILES = ("results.json", "results.md", "disentangle.png")
@@ -130,10 +130,4 @@ def plot_disentangle(result: dict[str, Any], path: Path) -> Path:
 def write_disentangle(result: dict[str, Any], out: str | os.PathLike) -> list[str]:
     """Write ``results.json``, ``results.md`` and ``disentangle.png`` into ``out``; return the
     file names."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, table, figure = FILES
-    write_json(out / results, result)
-    atomic_write_text(out / table, format_report(result))
-    plot_disentangle(result, out / figure)
-    return list(FILES)
+    return write_study(out, FILES, result, format_report(result), plot_disentangle)

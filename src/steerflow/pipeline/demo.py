@@ -158,7 +158,7 @@ REPRODUCE_SCALES: dict[str, RunSettings] = {
         contractive_steps=100, expert_steps=300, expert_batch_size=32, distill_steps=300,
         eval_prompts=200, eval_samples=4,
         open_us=(-1.0, -0.75, -0.5, 0.0, 0.5, 0.75, 1.0),
-        actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 1.5, 2.0),
+        actadd_coefs=(-16.0, -8.0, 0.0, 8.0, 16.0), dexperts_alphas=(0.5, 1.0, 1.5),
         invariance_batches=2),
     "tiny": SCALES["tiny"],
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.experiments.paper import INVARIANCE_THRESHOLD, VAL_LOSS_TOLERANCE
-from steerflow.io import atomic_write_text, format_table, pyplot, save_figure, write_json
+from steerflow.io import format_table, pyplot, save_figure, write_study
 
 #: the files :func:`write_scale` writes
 FILES = ("results.json", "results.md", "scale.png")
@@ -128,10 +128,4 @@ def plot_scale(result: dict[str, Any], path: Path) -> Path:
 
 def write_scale(result: dict[str, Any], out: str | os.PathLike) -> list[str]:
     """Write ``results.json``, ``results.md`` and ``scale.png`` into ``out``; return the names."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, table, figure = FILES
-    write_json(out / results, result)
-    atomic_write_text(out / table, format_report(result))
-    plot_scale(result, out / figure)
-    return list(FILES)
+    return write_study(out, FILES, result, format_report(result), plot_scale)
