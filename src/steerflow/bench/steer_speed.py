@@ -6,8 +6,8 @@ samples), nucleus sampling (top-p 0.9, seeded), the same prompt and the same num
 tokens (no end-of-sequence stop), timed in alternating rounds:
 
 * **unsteered** — the base at u = 0;
-* **ode** — the same model at u = 1 with the control paths the steering recipe trains (the mlp
-  field's ``W_o u`` and its u-gated adapter, :func:`recipe_model`): one forward pass per token;
+* **ode** — the same model at u = 1 with the control path the steering recipe trains (the mlp
+  field's ``W_o u``, :func:`recipe_model`): one forward pass per token;
 * **guidance** — guidance over u (:meth:`SteerFlowGPT.generate` with ``guidance``): the
   conditionals at u = 0, u and −u as one batch of three rows;
 * **dexperts** — DExperts (:class:`~steerflow.steer.dexperts.DExperts`): the base, an expert and
@@ -38,27 +38,21 @@ TOP_P = 0.9
 U, GAMMA, ALPHA, COEF = 1.0, 2.0, 1.0, 4.0
 #: std of the noise that makes the expert and anti-expert differ from the base
 EXPERT_NOISE = 0.01
-#: rank of the u-gated adapter of the steering recipe (``steerflow demo``'s ``control_adapter``)
-RECIPE_ADAPTER = 64
 
 
 def recipe_model(base):
-    """A copy of ``base`` with the steering recipe's control paths (``W_o u`` and the u-gated
-    adapter of rank :data:`RECIPE_ADAPTER`, randomly set) where its field has them: the cost of the
-    model ``steerflow demo`` steers in one pass."""
+    """A copy of ``base`` with the steering recipe's control path ``W_o u`` (randomly set) where
+    its field has one: the model ``steerflow demo`` steers in one pass."""
     import torch
 
     model = copy.deepcopy(base)
     field = model.ode.field if model.ode is not None else None
-    if field is None or not hasattr(field, "add_control_adapter"):
+    if field is None or not hasattr(field, "add_control_out"):
         return model  # other fields take u through their own inputs
-    c, g = model.config.control_dim, model.config.control_gain
-    field.add_control_out(c, g)
-    field.add_control_adapter(c, RECIPE_ADAPTER, g)
-    gen = torch.Generator().manual_seed(0)
+    field.add_control_out(model.config.control_dim, model.config.control_gain)
     with torch.no_grad():
-        for param in (*field.u_out.parameters(), *field.u_adapter.parameters()):
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.01)
+        field.u_out.linear.weight.copy_(
+            torch.randn(field.u_out.linear.weight.shape, generator=torch.Generator().manual_seed(0)))
     return model.to(next(base.parameters()).device).eval()
 
 

@@ -26,7 +26,7 @@ class DisentangleSettings:
 
     The recipe is the steering issue's (``steerflow demo``): DExperts' experts fine-tuned from the
     hybrid LM, their contrast on the base's nucleus distilled into the field's zero-initialised
-    control paths (W_o u and the u-gated adapter) and an untied head at α = ``distill_alpha``,
+    control path W_o u and an untied head at α = ``distill_alpha``,
     here one expert pair per axis (``joint_steps``) and, for comparison, one single-axis model per
     attribute (``single_steps``).
     """
@@ -49,8 +49,8 @@ class DisentangleSettings:
     #: the teachers on the base's nucleus (``TrainConfig.distill_top_p``; None: the whole
     #: vocabulary)
     distill_top_p: Optional[float] = 0.9
-    #: rank of the field's u-gated adapter (``TrainConfig.control_adapter``; 0: none)
-    control_adapter: int = 64
+    #: rank of the field's u-gated adapter (``TrainConfig.control_adapter``; 0: none, the recipe)
+    control_adapter: int = 0
     distill_batch_size: int = 16
     distill_lr: float = 1e-2
     distill_block_size: Optional[int] = 64

@@ -126,13 +126,14 @@ SCALES: dict[str, RunSettings] = {
     # the README's main job: at most 10 minutes on 2 CPU cores, trimmed evaluations. The steering
     # recipe (the steering issue): DExperts' expert and anti-expert, then their contrast at
     # α = 1.5 on the base's nucleus (what DExperts samples) distilled into one pass through the
-    # field's zero-initialised control paths (W_o u and the u-gated adapter) and an untied head
+    # field's zero-initialised control path W_o u and an untied head (the u-gated adapter fits
+    # the teacher better but breaks solver invariance: docs/results/steering_small.md, round 7)
     "small": RunSettings(config="small", lm_steps=130, contractive=False, test_batches=20,
                          lm_eval_batches=10, steer_steps=None, expert_steps=100,
                          expert_batch_size=16, distill_steps=100, distill_gamma=1.5,
                          distill_on_policy=0.0, distill_lr=1e-2, distill_block_size=64,
                          distill_top_p=0.9, control_gain=3.0, control_out=True,
-                         control_adapter=64, control_only=True, train_head=True,
+                         control_only=True, train_head=True,
                          eval_samples=3, open_us=(-1.0, -0.5, 0.0, 0.5, 1.0),
                          actadd_coefs=(-8.0, 0.0, 8.0), guidance_gammas=(),
                          dexperts_alphas=(1.0,), invariance_batches=1,
@@ -265,15 +266,15 @@ def stage_bench(s: RunSettings, env: Environment):
     return run
 
 
-#: Seconds per stage on 2 CPU cores. ``small``: the demo (before the experts and distillation
-#: stages: 8.1 min in all, fresh cache; those two from runs on a loaded machine, halved). ``paper``:
-#: the complete ``reproduce --scale paper`` run (≈ 285 min, read off its ``stages/*.json``; the CPU
-#: was shared with other runs for part of it). The evaluation stages weigh far more at paper scale
-#: (the flow stage's depth-refinement study trains at GPT-2 vocabulary size), so one table scaled
-#: by a factor cannot serve both.
+#: Seconds per stage on 2 CPU cores. ``small``: the demo (``steerflow demo``, quiet, 2 threads,
+#: empty cache, 2026-12-05: 9.6 min in all; the contractive LM from the 50-step run of an earlier
+#: demo). ``paper``: the complete ``reproduce --scale paper`` run (≈ 285 min, read off its
+#: ``stages/*.json``; the CPU was shared with other runs for part of it). The evaluation stages
+#: weigh far more at paper scale (the flow stage's depth-refinement study trains at GPT-2
+#: vocabulary size), so one table scaled by a factor cannot serve both.
 STAGE_SECONDS = {
-    "small": dict(lm=230, contractive=30, steer=75, experts=140, distill=80, samples=5,
-                  steering=120, invariance=10, probe=10, flow=40, bench=5),
+    "small": dict(lm=204, contractive=66, steer=75, experts=70, distill=78, samples=1,
+                  steering=167, invariance=12, probe=20, flow=17, bench=3),
     "paper": dict(lm=4080, contractive=2585, steer=1103, samples=12, steering=1567,
                   invariance=1907, probe=543, flow=5112, bench=126),
 }
