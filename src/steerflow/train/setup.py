@@ -102,7 +102,8 @@ def freeze_for_steering(model: nn.Module, train_discrete: bool, train_alpha: boo
                      if isinstance(m, (ControlOut, ControlAdapter))]
     if control_only and not control_paths:
         raise ConfigError("control_only trains the field's zero-initialised control paths, which "
-                          "this model lacks: add one with control_out or control_adapter (mlp field)")
+                          "this model lacks: add one with control_out or control_adapter (mlp "
+                          "field)")
     for p in model.parameters():
         p.requires_grad_(False)
     if train_head:
@@ -269,7 +270,8 @@ def set_control(model: nn.Module, gain: Optional[float], control_out: bool,
     ode = getattr(model, "ode", None)
     if ode is None or (gain is None and not control_out and not adapter):
         return
-    if (control_out or adapter) and not hasattr(ode.field, "add_control_out"):
+    if ((control_out and not hasattr(ode.field, "add_control_out"))
+            or (adapter and not hasattr(ode.field, "add_control_adapter"))):
         raise ConfigError(f"control_out and control_adapter are paths of the mlp field; this "
                           f"model's field is {model.config.field!r}")
     if control_out and getattr(ode.field, "u_out", None) is None:
