@@ -157,7 +157,7 @@ def build_multi_teacher(cfg, model) -> MultiContrastTeacher:
                           f"{model.config.control_dim}")
     base = copy.deepcopy(model)
     return MultiContrastTeacher.dexperts(base.to(device), experts, alphas, axes,
-                                         getattr(cfg, "distill_top_p", None))
+                                         cfg.distill_top_p)
 
 
 def build_multi_axis_source(cfg, model, tokenizer, data_source, lm_source) -> MultiAxisDistillSource:
