@@ -50,7 +50,7 @@ def test_only_the_ode_block_was_trained(pretrained_dir, steered):
     assert changed and all(k.startswith("ode.") for k in changed)
 
 
-def test_alpha_stays_fixed_unless_asked_to_train(pretrained_dir, steered, tmp_path):
+def test_alpha_stays_fixed_unless_asked_to_train(pretrained_dir, fake_data_dir, steered, tmp_path):
     from steerflow.train import TrainConfig, train
 
     out, result = steered
@@ -59,7 +59,8 @@ def test_alpha_stays_fixed_unless_asked_to_train(pretrained_dir, steered, tmp_pa
     assert float(SteerFlowGPT.from_pretrained(out).ode.alpha.detach()) == 1.0
     before = SteerFlowGPT.from_pretrained(pretrained_dir).ode.alpha
     cfg = TrainConfig(out=str(tmp_path / "trained"), config="tiny", task="steer",
-                      init_from=str(pretrained_dir), steer_data="cloze", steps=5, batch_size=8,
+                      init_from=str(pretrained_dir), data_dir=str(fake_data_dir),
+                      cache_dir=str(tmp_path / "cache"), steer_data="cloze", steps=5, batch_size=8,
                       lr=3e-2, warmup_steps=1, eval_batches=1, test_batches=1, quiet=True,
                       seed=0, threads=1, steer_alpha="trained")
     train(cfg)
