@@ -182,6 +182,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("experiment scale/repeated-config", ["experiment", "scale", "--configs", "small,small", *DATA, "--out", "{root}/scale", *Q], 2, "more than once"),
     ("experiment scale/zero-tokens", ["experiment", "scale", "--tokens", "0", *DATA, "--out", "{root}/scale", *Q], 2, "--tokens must be a positive"),
     ("experiment scale/missing-data", ["experiment", "scale", "--data-dir", "{missing}", "--out", "{root}/scale", *Q], 2, "does not exist"),
+    ("experiment fluency/unknown-candidate", ["experiment", "fluency", "--candidates", "small,huge", *DATA, "--out", "{root}/fl", *Q], 2, "unknown candidate(s) huge"),
+    ("experiment fluency/repeated-candidate", ["experiment", "fluency", "--candidates", "small,small", *DATA, "--out", "{root}/fl", *Q], 2, "more than once"),
+    ("experiment fluency/zero-minutes", ["experiment", "fluency", "--minutes", "0", *DATA, "--out", "{root}/fl", *Q], 2, "positive number"),
+    ("experiment fluency/repeated-minutes", ["experiment", "fluency", "--minutes", "1", "1", *DATA, "--out", "{root}/fl", *Q], 2, "repeats a budget"),
+    ("experiment fluency/missing-data", ["experiment", "fluency", "--data-dir", "{missing}", "--out", "{root}/fl", *Q], 2, "does not exist"),
     ("experiment/unknown-member", ["experiment", "grokking"], 2, "invalid choice"),
     # ---------------------------------------------------------------- eval steering
     ("eval steering/missing-checkpoint", ["eval", "steering", "{missing}", *SDATA, *Q], 2, "no such checkpoint"),

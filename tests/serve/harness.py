@@ -28,7 +28,7 @@ NEGATIVE = ("The movie was awful and the plot was boring .",
             "The story was terrible and the acting was bad .")
 #: seconds to wait for a server to answer, and for a page to show a finished generation
 SERVER_START_S = 90
-PAGE_S = 30
+PAGE_S = 90  # an upper bound: a loaded 2-core machine can take tens of seconds
 
 
 def steered_tiny(directory: Path, steps: int = 120, seed: int = 0) -> Path:

@@ -8,10 +8,11 @@ MEMBERS: list[tuple[str, str]] = [
     ("adaptive-depth", "steerflow.cli.exp_adaptive_depth"),
     ("disentangle", "steerflow.cli.exp_disentangle"),
     ("scale", "steerflow.cli.exp_scale"),
+    ("fluency", "steerflow.cli.exp_fluency"),
 ]
 
 
 def add_parser(sub) -> None:
     add_group(sub, "experiment",
               "run a paper experiment end to end (gradient-stability, additive-ablation, "
-              "adaptive-depth, disentangle, scale)", MEMBERS)
+              "adaptive-depth, disentangle, scale, fluency)", MEMBERS)
