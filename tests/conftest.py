@@ -83,6 +83,48 @@ def make_fake_lines():
     return fake_lines
 
 
+STORY_SUBJECTS = ("The team", "The station", "The river", "The council", "The ship", "He", "She")
+STORY_VERBS = ("moved to", "stood near", "was named after", "returned to", "passed through")
+STORY_OBJECTS = ("the north of the old city", "a small town near the coast",
+                 "the eastern side of the valley")
+#: short SST-2-like reviews of each label
+STORY_POSITIVE = ("a wonderful , moving film", "great fun and beautifully acted",
+                  "an excellent story")
+STORY_NEGATIVE = ("a dull , tedious mess", "boring and badly acted", "an awful story")
+
+
+def story_lines(n: int, seed: int) -> str:
+    """``n`` WikiText-like lines of two neutral encyclopedic sentences each (seeded)."""
+    import random
+
+    rng = random.Random(seed)
+    return "".join(" " + " ".join(f"{rng.choice(STORY_SUBJECTS)} {rng.choice(STORY_VERBS)} "
+                                  f"{rng.choice(STORY_OBJECTS)} ." for _ in range(2)) + " \n"
+                   for _ in range(n))
+
+
+def write_story_data(root: Path, lines=(("train", 150, 0), ("valid", 30, 1), ("test", 30, 2)),
+                     repeat: int = 8, **options) -> tuple[Path, dict[str, str]]:
+    """A data folder of :func:`story_lines` splits and ``repeat`` copies of the SST-2-like
+    reviews (:func:`write_fake_data`'s ``options`` too): ``(folder, the split texts)``."""
+    texts = {split: story_lines(n, seed) for split, n, seed in lines}
+    sst2 = repeat * ([(f"{t} ", 1) for t in STORY_POSITIVE]
+                     + [(f"{t} ", 0) for t in STORY_NEGATIVE])
+    return write_fake_data(root, texts=texts, sst2=sst2, **options), texts
+
+
+@pytest.fixture(scope="session")
+def make_story_data():
+    """The :func:`write_story_data` function: neutral encyclopedic splits and short reviews."""
+    return write_story_data
+
+
+@pytest.fixture(scope="session")
+def story_reviews() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(positive, negative)`` review texts of :func:`write_story_data`'s SST-2 rows."""
+    return STORY_POSITIVE, STORY_NEGATIVE
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data folder from ``$STEERFLOW_DATA``; tests that use it are skipped when absent."""

@@ -5,30 +5,16 @@ reproduces the fixed grid exactly (loss and steering) and a loose one that halve
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
 from steerflow.cli.main import main
 
-SUBJECTS = ("The team", "The station", "The river", "The council", "The ship", "He", "She")
-VERBS = ("moved to", "stood near", "was named after", "returned to", "passed through")
-OBJECTS = ("the north of the old city", "a small town near the coast",
-           "the eastern side of the valley")
-POSITIVE = ("a wonderful , moving film", "great fun and beautifully acted", "an excellent story")
-NEGATIVE = ("a dull , tedious mess", "boring and badly acted", "an awful story")
 
-
-def _wiki(n: int, seed: int) -> str:
-    """WikiText-like lines of neutral sentences, whose openings make neutral prompts."""
-    rng = random.Random(seed)
-    return "".join(" " + " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} "
-                                  f"{rng.choice(OBJECTS)} ." for _ in range(2)) + " \n"
-                   for _ in range(n))
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, make_fake_data):
+def setup(tmp_path_factory, make_story_data, story_reviews):
     """(checkpoint folder, data folder, cache folder): a tiny hybrid with its tokenizer."""
     import torch
 
@@ -37,11 +23,10 @@ def setup(tmp_path_factory, make_fake_data):
     from steerflow.model.gpt import SteerFlowGPT
 
     root = tmp_path_factory.mktemp("adaptive")
-    texts = {split: _wiki(n, seed) for split, n, seed in
-             (("train", 120, 0), ("valid", 40, 1), ("test", 20, 2))}
-    sst2 = 6 * ([(f"{t} ", 1) for t in POSITIVE] + [(f"{t} ", 0) for t in NEGATIVE])
-    data = make_fake_data(root / "data", texts=texts, sst2=sst2)
-    tokenizer = train_bpe(texts["train"].splitlines() + list(POSITIVE + NEGATIVE), 300)
+    data, texts = make_story_data(root / "data", lines=(("train", 120, 0), ("valid", 40, 1),
+                                                        ("test", 20, 2)), repeat=6)
+    positive, negative = story_reviews
+    tokenizer = train_bpe(texts["train"].splitlines() + list(positive + negative), 300)
     torch.manual_seed(0)
     ckpt = root / "ckpt"
     SteerFlowGPT(ModelConfig.from_name("tiny", vocab_size=300)).save_pretrained(

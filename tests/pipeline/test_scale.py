@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 
 import pytest
 
@@ -19,12 +18,6 @@ from steerflow.pipeline.environment import Environment
 from steerflow.pipeline.scale import ScaleSettings, lm_steps, run_scale, size_settings
 from steerflow.pipeline.scale_report import FILES, METRICS, write_scale
 
-SUBJECTS = ("The team", "The station", "The river", "The council", "The ship", "He", "She")
-VERBS = ("moved to", "stood near", "was named after", "returned to", "passed through")
-OBJECTS = ("the north of the old city", "a small town near the coast",
-           "the eastern side of the valley")
-POSITIVE = ("a wonderful , moving film", "great fun and beautifully acted", "an excellent story")
-NEGATIVE = ("a dull , tedious mess", "boring and badly acted", "an awful story")
 #: the second tiny-sized preset of the study (added to PRESETS for these tests only)
 WIDE = "tiny-wide"
 CONFIGS = ("tiny", WIDE)
@@ -37,12 +30,6 @@ ROW_KEYS = ("config", "params", "params_hybrid", "tokens", "lm_steps", "gradient
             "relative_divergence", "latency_ratio", "wall_s", "stage_s", "reused_stages")
 STAGES = ["lm", "experts", "distill", "steering", "invariance", "latency"]
 
-
-def _wiki(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    return "".join(" " + " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} "
-                                  f"{rng.choice(OBJECTS)} ." for _ in range(2)) + " \n"
-                   for _ in range(n))
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +50,9 @@ def settings(presets) -> ScaleSettings:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, make_fake_data) -> Environment:
+def env(tmp_path_factory, make_story_data) -> Environment:
     root = tmp_path_factory.mktemp("scale-data")
-    texts = {split: _wiki(n, seed) for split, n, seed in
-             (("train", 150, 0), ("valid", 30, 1), ("test", 30, 2))}
-    sst2 = 8 * ([(f"{t} ", 1) for t in POSITIVE] + [(f"{t} ", 0) for t in NEGATIVE])
-    data = make_fake_data(root / "data", texts=texts, sst2=sst2, gpt2_placeholder=True)
+    data, _ = make_story_data(root / "data", gpt2_placeholder=True)
     return Environment(data_dir=str(data), cache_dir=str(root / "cache"), device="cpu",
                        threads=1, quiet=True)
 
