@@ -12,8 +12,9 @@ import pytest
 
 from steerflow.errors import ConfigError
 from steerflow.pipeline.environment import Environment
-from steerflow.pipeline.fluency import (CANDIDATE_NAMES, FluencySettings, best_by_budget,
-                                        budget_folder, cpu_seconds, run_fluency, steps_for)
+from steerflow.pipeline.fluency import (CANDIDATE_NAMES, COMBINED, FluencySettings,
+                                        best_by_budget, budget_folder, combined_candidate,
+                                        cpu_seconds, run_fluency, steps_for)
 from steerflow.pipeline.fluency_report import FILES, write_fluency
 
 CANDIDATES = ("small", "deep", "batch16", "sst2-text")
@@ -31,8 +32,8 @@ def study(tmp_path_factory, make_fake_data):
     settings = FluencySettings(candidates=CANDIDATES, minutes=MINUTES, calibration_steps=4,
                                config="tiny")
     out = root / "study"
-    first = run_fluency(settings, out, env)
-    second = run_fluency(settings, out, env)
+    first = run_fluency(settings, out, env, combine=False)
+    second = run_fluency(settings, out, env, combine=False)
     return settings, env, out, first, second
 
 
@@ -100,6 +101,44 @@ def test_best_by_budget_on_made_up_rows():
     assert best["1"]["candidate"] == "a" and best["1"]["ratio_to_reference"] == pytest.approx(0.8)
     assert best["1"]["ranking"] == ["a", "ref", "b"]  # a missing perplexity ranks last
     assert best["2"]["candidate"] == "b" and best["2"]["ratio_to_reference"] == pytest.approx(0.8)
+
+
+def _row(name, ppl, model=None, train=None):
+    return {"name": name, "model": model or {}, "train": train or {},
+            "points": [{"val_word_ppl": 1e9}, {"val_word_ppl": ppl}]}
+
+
+def test_the_combined_candidate_takes_the_helpful_changes_whole_and_without_clashes():
+    rows = [_row("small", 100.0),
+            _row("wide", 90.0, model={"n_embd": 192, "n_head": 6}),
+            _row("narrow", 95.0, model={"n_embd": 96, "n_head": 3}),  # clashes with wide
+            _row("batch16", 80.0, train={"batch_size": 16}),
+            _row("context128", 85.0, train={"block_size": 128, "batch_size": 16}),  # clash
+            _row("deep", 120.0, model={"n_layer": 8}),  # worse than the preset
+            _row("lr", 99.0, train={"lr": 6e-3})]
+    combo = combined_candidate(rows)  # ranked by the last budget's perplexity only
+    assert combo.name == COMBINED and combo.what == "batch16 + wide + lr"
+    assert combo.model == {"n_embd": 192, "n_head": 6}
+    assert combo.train == {"batch_size": 16, "lr": 6e-3}
+    assert combined_candidate(rows[:3]) is None  # one helpful change: nothing to combine
+    assert combined_candidate([_row("small", 100.0), _row("deep", 120.0)]) is None
+
+
+def test_the_combined_candidate_runs_after_the_others(study, monkeypatch):
+    from steerflow.pipeline import fluency
+
+    settings, env, out, _, _ = study
+    combo = fluency.Candidate(COMBINED, "deep + batch16", model={"n_layer": 8},
+                              train={"batch_size": 16})
+    seen = []
+    monkeypatch.setattr(fluency, "combined_candidate", lambda rows: seen.append(rows) or combo)
+    result = run_fluency(settings, out, env)
+    assert [r["name"] for r in seen[0]] == list(CANDIDATES)  # chosen from the single changes
+    assert [r["name"] for r in result["candidates"]] == [*CANDIDATES, COMBINED]
+    assert result["reused"] == list(CANDIDATES)
+    saved = _train_config(out, COMBINED, MINUTES[-1])
+    assert saved["model_overrides"] == {"n_layer": 8} and saved["batch_size"] == 16
+    assert run_fluency(settings, out, env)["reused"] == [*CANDIDATES, COMBINED]
 
 
 def test_a_second_run_reuses_every_candidate_and_gives_the_same_numbers(study):

@@ -6,7 +6,8 @@ change each — width (d = 192, d = 96), depth (4, 8 layers), context (128 token
 sentences). Each candidate first times a few training steps, then trains for the steps each
 --minutes budget buys (CPU time of all threads, so the budget does not depend on what else the
 machine runs) and is scored on the whole WikiText-2 validation split by word-level perplexity
-(comparable across tokenizers). Writes results.json, results.md and fluency.png (perplexity
+(comparable across tokenizers). Last, a "combined" candidate takes every change that beat the
+preset at the largest budget together (unless --no-combine). Writes results.json, results.md and fluency.png (perplexity
 against measured CPU-minutes) to --out; resumable candidate by candidate.
 
 Duration: the sum of the budgets per candidate plus about half a minute each, divided by the
@@ -36,6 +37,8 @@ def add_parser(sub) -> None:
                    help=f"CPU-minute budgets of pretraining per candidate (default: "
                         f"{' '.join(f'{m:g}' for m in DEFAULT_MINUTES)})")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: 1337)")
+    p.add_argument("--no-combine", dest="combine", action="store_false",
+                   help="skip the last candidate, the helpful changes together")
     add_data_flags(p)
     add_common_flags(p, out="study folder: one subfolder per candidate, results.json, "
                             "results.md, fluency.png", out_default="runs/fluency",
@@ -66,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)  # bad flags fail here, before any work
     env = Environment(data_dir=args.data_dir, cache_dir=args.cache_dir,
                       device=args.device or "auto", threads=args.threads, quiet=bool(args.quiet))
-    result = run_fluency(settings, args.out, env, command=command_line(args))
+    result = run_fluency(settings, args.out, env, command=command_line(args),
+                         combine=args.combine)
     written = write_fluency(result, args.out)
     return report_study(result, format_report(result), written, args.out, args.json)
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from the parsed flags (for the record in results.json)."""
-    return " ".join(["steerflow", "experiment", "fluency"] + echo_flags(args, _ECHO))
+    no_combine = [] if args.combine else ["--no-combine"]
+    return " ".join(["steerflow", "experiment", "fluency"] + echo_flags(args, _ECHO) + no_combine)

@@ -16,6 +16,9 @@ Per candidate, in ``OUT/<candidate>/``, one resumable stage (:class:`~steerflow.
    the candidate's cosine schedule ending there), then the loss on the *whole* WikiText-2
    validation split.
 
+Then (unless asked not to) a ``combined`` candidate: every single change that beat the preset at
+the largest budget, together (:func:`combined_candidate`) — whether the gains add up.
+
 Candidates have different tokenizers, so the headline number is the **word-level perplexity**
 ``exp(total NLL / words)`` of the validation split (WikiText-2's standard measure; whitespace
 words of the split, the same for every tokenizer), beside the measured CPU-minutes of the run
@@ -200,27 +203,52 @@ def stage_candidate(s: FluencySettings, cand: Candidate, env: Environment
     return run
 
 
-def fluency_stages(s: FluencySettings, env: Environment) -> list[Stage]:
+def fluency_stages(s: FluencySettings, env: Environment, cands: list[Candidate]) -> list[Stage]:
     """One stage per candidate, in order."""
-    shared = [k for k in stage_settings(s) if not k.startswith("candidate:")]
-    return [Stage(name, f"{name}: {candidate(name).what}", stage_candidate(s, candidate(name), env),
+    shared = list(dataclasses.asdict(s))
+    return [Stage(c.name, f"{c.name}: {c.what}", stage_candidate(s, c, env),
                   estimate_s=60.0 * sum(s.minutes) / max(1, env.threads or 2) + 60.0,
-                  outputs=[f"{name}/{budget_folder(m)}/summary.json" for m in s.minutes],
-                  settings=shared + [f"candidate:{name}"])
-            for name in s.candidates]
+                  outputs=[f"{c.name}/{budget_folder(m)}/summary.json" for m in s.minutes],
+                  settings=shared + [f"candidate:{c.name}"])
+            for c in cands]
 
 
-def stage_settings(s: FluencySettings) -> dict[str, Any]:
+def stage_settings(s: FluencySettings, cands: list[Candidate]) -> dict[str, Any]:
     """What the stages' fingerprints cover: the settings, and each candidate's definition (a
     changed candidate runs again)."""
-    return {**dataclasses.asdict(s),
-            **{f"candidate:{name}": dataclasses.asdict(candidate(name)) for name in s.candidates}}
+    return {**dataclasses.asdict(s), **{f"candidate:{c.name}": dataclasses.asdict(c) for c in cands}}
+
+
+#: the name of the candidate that combines the single changes that helped
+COMBINED = "combined"
+
+
+def combined_candidate(rows: list[dict[str, Any]]) -> Optional[Candidate]:
+    """The changes that beat the reference (the first row) at the largest budget, together: the
+    best first, each taken whole and only if it sets nothing an earlier one set (d = 192 and
+    d = 96 cannot both apply). None when fewer than two changes combine."""
+    def last(row: dict[str, Any]) -> float:
+        return _word_ppl(row["points"][-1])
+
+    reference, parts = rows[0], []
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for row in sorted(rows[1:], key=last):
+        clash = set(row["model"]) & set(model) or set(row["train"]) & set(train)
+        if last(row) < last(reference) and not clash:
+            parts.append(row["name"])
+            model.update(row["model"])
+            train.update(row["train"])
+    if len(parts) < 2:
+        return None
+    return Candidate(COMBINED, " + ".join(parts), model=model, train=train)
 
 
 # ----------------------------------------------------------------------------- the study
 def run_fluency(settings: FluencySettings, out: str | Path, env: Environment = Environment(),
-                command: Optional[str] = None) -> dict[str, Any]:
-    """Run (or resume) every candidate into ``out/<candidate>``; return the ``results.json`` dict.
+                command: Optional[str] = None, combine: bool = True) -> dict[str, Any]:
+    """Run (or resume) every candidate into ``out/<candidate>``, then (with ``combine``) the
+    candidate of :func:`combined_candidate`; return the ``results.json`` dict.
 
     A finished candidate is reused; an interrupted one resumes its unfinished run.
     """
@@ -231,21 +259,32 @@ def run_fluency(settings: FluencySettings, out: str | Path, env: Environment = E
     start = time.perf_counter()
     resolve_data_source(env.data_dir, require=required_data(settings))  # one clear message first
     log = (lambda _m: None) if env.quiet else _log
-    runner = StageRunner(out, fluency_stages(settings, env), stage_settings(settings), log=log)
-    results = runner.run()
-    rows = [candidate_row(settings, name, results[name]) for name in settings.candidates]
+    cands = [candidate(name) for name in settings.candidates]
+    rows, reused = _run_candidates(settings, env, out, cands, log)
+    combo = combined_candidate(rows) if combine else None
+    if combo is not None:
+        more, more_reused = _run_candidates(settings, env, out, [combo], log)
+        rows, reused = rows + more, reused + more_reused
     return {
         "experiment": "fluency",
         "config": settings.config,
         "minutes": list(settings.minutes),
         "candidates": rows,
         "best": best_by_budget(rows, settings.minutes),
-        "reused": list(runner.reused),
+        "reused": reused,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {**machine_info(device(env)), "torch_threads": env.threads},
         "command": command or "steerflow.pipeline.fluency (Python API)",
         "elapsed_s": time.perf_counter() - start,
     }
+
+
+def _run_candidates(s: FluencySettings, env: Environment, out: Path, cands: list[Candidate],
+                    log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run (or reuse) ``cands``; their rows and the names of those reused."""
+    runner = StageRunner(out, fluency_stages(s, env, cands), stage_settings(s, cands), log=log)
+    results = runner.run()
+    return [candidate_row(c, results[c.name]) for c in cands], list(runner.reused)
 
 
 def required_data(s: FluencySettings) -> tuple[str, ...]:
@@ -254,11 +293,10 @@ def required_data(s: FluencySettings) -> tuple[str, ...]:
     return ("wikitext-2", "sst2") if labelled else ("wikitext-2",)
 
 
-def candidate_row(s: FluencySettings, name: str, result: dict[str, Any]) -> dict[str, Any]:
+def candidate_row(cand: Candidate, result: dict[str, Any]) -> dict[str, Any]:
     """A candidate's row of ``results.json``: what it changes and its points."""
-    cand = candidate(name)
     points = result["points"]
-    return {"name": name, "what": cand.what, "model": cand.model, "train": cand.train,
+    return {"name": cand.name, "what": cand.what, "model": cand.model, "train": cand.train,
             "params": points[0]["params"],
             "cpu_s_per_step": result["calibration_cpu_s_per_step"], "points": points}
 
