@@ -77,3 +77,34 @@ def test_rerun_reuses_finished_stages_and_redoes_a_removed_one(demo_run, capsys)
     assert "samples" not in report["reused_stages"]
     assert {"lm", "steer", "steering", "invariance", "bench"} <= set(report["reused_stages"])
     assert len(report["samples"]) > 0
+
+
+def test_lm_model_changes_both_lms_and_is_part_of_the_lm_stage_fingerprint(tmp_path,
+                                                                           make_story_data):
+    """``RunSettings.lm_model`` (the fluency study's winner) reaches the baseline's and the
+    hybrid's config, and changing it re-runs the LM stage."""
+    import dataclasses
+
+    from steerflow.pipeline.demo import SCALES, build_stages
+    from steerflow.pipeline.environment import Environment
+    from steerflow.pipeline.stages import StageRunner
+
+    data, _ = make_story_data(tmp_path / "data", gpt2_placeholder=True)
+    env = Environment(data_dir=str(data), cache_dir=str(tmp_path / "cache"), device="cpu",
+                      threads=1, quiet=True)
+    settings = dataclasses.replace(SCALES["tiny"], lm_steps=3, test_batches=1,
+                                   lm_model={"n_layer": 3})
+
+    def runner(s):
+        stages = [st for st in build_stages(s, env) if st.name == "lm"]
+        return StageRunner(tmp_path / "run", stages, dataclasses.asdict(s), log=lambda m: None)
+
+    runner(settings).run()
+    for model in ("baseline", "hybrid"):
+        saved = json.loads(next((tmp_path / "run").glob(f"**/{model}/config.json")).read_text())
+        assert saved["n_layer"] == 3
+    plain = dataclasses.replace(settings, lm_model={})
+    assert runner(plain).fingerprints["lm"] != runner(settings).fingerprints["lm"]
+    again = runner(settings)
+    again.run()
+    assert again.reused == ["lm"]

@@ -41,6 +41,9 @@ class RunSettings:
     lm_steps: Optional[int] = None
     lm_batch_size: Optional[int] = None
     lm_lr: Optional[float] = None
+    #: ModelConfig fields both LMs change from the preset (``steerflow experiment fluency``'s
+    #: winner, e.g. ``{"n_layer": 4}``); every later stage starts from these LMs
+    lm_model: dict = dataclasses.field(default_factory=dict)
     test_batches: Optional[int] = None
     #: validation batches of the LMs' periodic evaluations (TrainConfig.eval_batches)
     lm_eval_batches: int = 20
@@ -172,7 +175,7 @@ def stage_lm(s: RunSettings, env: Environment):
 
         base = train_config(s, env, out=str(ctx.out_dir / PATHS.lm), steps=s.lm_steps,
                              batch_size=s.lm_batch_size, lr=s.lm_lr, test_batches=s.test_batches,
-                             eval_batches=s.lm_eval_batches)
+                             eval_batches=s.lm_eval_batches, model_overrides=dict(s.lm_model))
         results = run_gradient_stability(base, ctx.out_dir / PATHS.lm,
                                          command="steerflow demo (stage lm)")
         write_gradient_stability(results, ctx.out_dir / PATHS.lm)
@@ -298,7 +301,7 @@ def build_stages(s: RunSettings, env: Environment) -> list[Stage]:
     Training stages come first: a changed evaluation setting re-runs only the evaluations.
     """
     t = stage_seconds(s.config)
-    lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "test_batches",
+    lm_settings = ["config", "lm_steps", "lm_batch_size", "lm_lr", "lm_model", "test_batches",
                    "lm_eval_batches", "seed"]
     stages = [
         Stage("lm", "train baseline and hybrid LMs (gradient stability, paper Exp. 1)",
