@@ -59,19 +59,23 @@ def format_report(result: dict[str, Any]) -> str:
 
 def plot_fluency(result: dict[str, Any], path: Path) -> Path:
     """Validation word perplexity against measured CPU-minutes, one line per candidate (the
-    reference bold)."""
+    reference bold and black), the legend beside the axes."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: one per candidate
     for i, r in enumerate(result["candidates"]):
         xs = [p["cpu_minutes"] for p in r["points"]]
         ys = [p["val_word_ppl"] if p.get("val_word_ppl") else math.nan for p in r["points"]]
-        ax.plot(xs, ys, "o-", lw=2.5 if i == 0 else 1.2, label=f"{r['name']}: {r['what']}")
+        # tab20 holds 10 pairs (dark, light): the dark ones first, then the light ones
+        style = (dict(color="black", lw=2.5) if i == 0
+                 else dict(color=colors[(2 * i + (2 * i) // 20) % 20]))
+        ax.plot(xs, ys, "o-", label=f"{r['name']}: {r['what']}", **style)
     ax.set_yscale("log")
     ax.set(xlabel="CPU-minutes of pretraining (measured)",
            ylabel="WikiText-2 validation word perplexity",
            title=f"Fluency per CPU-minute ({result['config']} and one change each)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
