@@ -1,18 +1,19 @@
 """``steerflow experiment fluency``: which base gives the most fluency per CPU-minute?
 
 Pretrains candidate hybrids for the same CPU time each: the small preset, and the preset with one
-change each — width (d = 192, d = 96), depth (4, 8 layers), context (128 tokens), batch (16 sequences), tokenizer
-(bpe:2048, bpe:8192), learning rate (6e-3) or training text (a quarter of the rows SST-2
-sentences). Each candidate first times a few training steps, then trains for the steps each
---minutes budget buys (CPU time of all threads, so the budget does not depend on what else the
-machine runs) and is scored on the whole WikiText-2 validation split by word-level perplexity
-(comparable across tokenizers). Last, a "combined" candidate takes every change that beat the
-preset at the largest budget together (unless --no-combine). Writes results.json, results.md and fluency.png (perplexity
-against measured CPU-minutes) to --out; resumable candidate by candidate.
+change each — width (d = 192, d = 96), depth (4, 8 layers), context (128 tokens), batch (16
+sequences), tokenizer (bpe:2048, bpe:8192), learning rate (6e-3) or training text (a quarter of
+the rows SST-2 sentences). Each candidate first times a few training steps, then trains for the
+steps each --minutes budget buys (CPU time of all threads, which other jobs on the machine move
+less than wall time) and is scored on the whole WikiText-2 validation split by word-level
+perplexity (comparable across tokenizers). Last, a "combined" candidate takes every change that
+beat the preset at the largest budget together (unless --no-combine). Writes results.json,
+results.md and fluency.png (perplexity against measured CPU-minutes) to --out; resumable
+candidate by candidate.
 
-Duration: the sum of the budgets per candidate plus about half a minute each, divided by the
-threads in use: about 55 minutes with the defaults (11 candidates x (2.5 + 5) CPU-minutes, and
-about a minute of evaluation each) on 2 cores.
+Duration: the sum of the budgets per candidate plus about a minute each, divided by the
+threads in use: measured 54.5 minutes for the 11 single changes with the defaults ((2.5 + 5)
+CPU-minutes each) and 5 more for the combined candidate, on 2 cores.
 """
 
 from __future__ import annotations
