@@ -240,6 +240,18 @@ def load_average() -> list[float]:
         return []
 
 
+def measured_footer(result: dict, reused: str) -> list[str]:
+    """A study report's last lines: when and where it was measured (``result["machine"]``, as
+    :func:`machine_info` and the torch threads), how long this invocation took (``reused`` says
+    what a re-run reuses) and the command."""
+    m = result["machine"]
+    return [f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores"
+            f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, torch threads: "
+            f"{m.get('torch_threads') or 'default'}; {result['elapsed_s'] / 60:.1f} min for this "
+            f"invocation ({reused} cost nothing).",
+            f"Command: `{result['command']}`", ""]
+
+
 def machine_info(device: str = "cpu") -> dict:
     """A JSON-ready description of the machine and the torch build a measurement ran on."""
     import torch

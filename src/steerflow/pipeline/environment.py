@@ -67,3 +67,19 @@ def train_to_completion(cfg) -> dict:
     if not summary.get("completed"):
         raise KeyboardInterrupt
     return summary
+
+
+def check_names(names, valid, flag: str, noun: str, empty_hint: str) -> None:
+    """Refuse an empty ``names`` list (``empty_hint`` says what to name), names not in ``valid``
+    (``unknown <noun>(s) ...``) and repeats, each with a ConfigError naming ``flag``."""
+    from steerflow.errors import ConfigError
+
+    if not names:
+        raise ConfigError(f"{flag} is empty; {empty_hint}")
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ConfigError(f"unknown {noun}(s) {', '.join(unknown)} in {flag}; the choices are "
+                          f"{', '.join(valid)}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{flag} names {', '.join(repeated)} more than once; name each once")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from steerflow.errors import ConfigError
-from steerflow.pipeline.environment import Environment, device, train_config
+from steerflow.pipeline.environment import Environment, check_names, device, train_config
 from steerflow.pipeline.stages import Stage, StageContext, StageRunner
 
 
@@ -107,16 +107,8 @@ class FluencySettings:
     config: str = "small"
 
     def __post_init__(self) -> None:
-        if not self.candidates:
-            raise ConfigError("--candidates is empty; name at least one of "
-                              f"{', '.join(CANDIDATE_NAMES)}")
-        unknown = [c for c in self.candidates if c not in CANDIDATE_NAMES]
-        if unknown:
-            raise ConfigError(f"unknown candidate(s) {', '.join(unknown)}; candidates are "
-                              f"{', '.join(CANDIDATE_NAMES)}")
-        repeated = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
-        if repeated:
-            raise ConfigError(f"--candidates names {', '.join(repeated)} more than once")
+        check_names(self.candidates, CANDIDATE_NAMES, "--candidates", "candidate",
+                    f"name at least one of {', '.join(CANDIDATE_NAMES)}")
         if not self.minutes or any(not (isinstance(m, (int, float)) and math.isfinite(m)
                                         and m > 0) for m in self.minutes):
             raise ConfigError(f"--minutes must be positive numbers of CPU-minutes, got "

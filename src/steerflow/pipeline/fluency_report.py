@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from steerflow.io import format_table, pyplot, save_figure, write_study
+from steerflow.io import format_table, measured_footer, pyplot, save_figure, write_study
 
 #: the files :func:`write_fluency` writes
 FILES = ("results.json", "results.md", "fluency.png")
@@ -33,7 +33,6 @@ def _row(r: dict[str, Any], reference: dict[str, Any]) -> tuple:
 def format_report(result: dict[str, Any]) -> str:
     """Markdown: one row per candidate and budget column, the best per budget, the machine."""
     rows = result["candidates"]
-    m = result["machine"]
     headers = ["candidate", "change from the preset", "params", "CPU s / step"] + [
         f"{b:g} CPU-min: word ppl (÷ {rows[0]['name']})" for b in result["minutes"]]
     best = [f"- {b} CPU-minutes: **`{v['candidate']}`**, word perplexity {v['val_word_ppl']:.1f} "
@@ -48,11 +47,7 @@ def format_report(result: dict[str, Any]) -> str:
         "(all threads).", "",
         format_table(headers, [_row(r, rows[0]) for r in rows]), "",
         "Best per budget:", "", *best, "",
-        f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores"
-        f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, torch threads: "
-        f"{m.get('torch_threads') or 'default'}; {result['elapsed_s'] / 60:.1f} min for this "
-        "invocation (reused candidates cost nothing).",
-        f"Command: `{result['command']}`", "",
+        *measured_footer(result, "reused candidates"),
     ]
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ from steerflow.config import PRESETS
 from steerflow.errors import ConfigError
 from steerflow.experiments.paper import SCALE as PAPER
 from steerflow.pipeline.demo import SCALES, RunSettings, build_stages
-from steerflow.pipeline.environment import Environment, data_source, device
+from steerflow.pipeline.environment import Environment, check_names, data_source, device
 from steerflow.pipeline.paths import PATHS
 from steerflow.pipeline.stages import Stage, StageContext, StageRunner
 
@@ -77,16 +77,8 @@ class ScaleSettings:
     batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if not self.configs:
-            raise ConfigError("--configs is empty; name at least one preset, e.g. small,mid,paper")
-        unknown = [c for c in self.configs if c not in PRESETS]
-        if unknown:
-            raise ConfigError(f"unknown config(s) {', '.join(unknown)} in --configs; presets are "
-                              f"{', '.join(PRESETS)}")
-        repeated = sorted({c for c in self.configs if self.configs.count(c) > 1})
-        if repeated:
-            raise ConfigError(f"--configs names {', '.join(repeated)} more than once; name each "
-                              f"size once")
+        check_names(self.configs, tuple(PRESETS), "--configs", "config",
+                    "name at least one preset, e.g. small,mid,paper")
         if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 1:
             raise ConfigError(f"--tokens must be a positive number of tokens, got {self.tokens}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from steerflow.experiments.paper import INVARIANCE_THRESHOLD, VAL_LOSS_TOLERANCE
-from steerflow.io import format_table, pyplot, save_figure, write_study
+from steerflow.io import format_table, measured_footer, pyplot, save_figure, write_study
 
 #: the files :func:`write_scale` writes
 FILES = ("results.json", "results.md", "scale.png")
@@ -57,7 +57,6 @@ def _paper_row(p: dict[str, Any]) -> tuple:
 def format_report(result: dict[str, Any]) -> str:
     """Markdown: one row per size, the paper's row, the recipe and the machine."""
     r0 = result["recipe"]
-    m = result["machine"]
     headers = ["size", "params (baseline)", "tokens", "gradient events", "α start → end",
                "val loss hybrid ÷ baseline", "own effect (judges)", "displacement divergence",
                "latency ratio", "wall (min)"]
@@ -78,11 +77,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"the baseline's; divergence below {100 * INVARIANCE_THRESHOLD:g} % (paper 1's bound for "
         "a true ODE).", "",
         f"{result['paper']['statement']}.", "",
-        f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores"
-        f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, torch threads: "
-        f"{m.get('torch_threads') or 'default'}; {result['elapsed_s'] / 60:.1f} min for this "
-        "invocation (reused stages cost nothing).",
-        f"Command: `{result['command']}`", "",
+        *measured_footer(result, "reused stages"),
     ]
     return "\n".join(lines)
 
