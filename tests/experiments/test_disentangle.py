@@ -4,6 +4,7 @@ two-axis model it trains moving each judge's verdict along its own axis."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from types import SimpleNamespace
@@ -262,3 +263,29 @@ def test_missing_data_is_one_line_with_exit_code_2(tmp_path, capsys):
     code = main(_argv(tmp_path / "run", tmp_path / "nowhere", tmp_path / "cache"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_the_orthogonal_teacher_reruns_the_joint_stage_on_and_only_from_it(tmp_path, monkeypatch):
+    """``--orthogonal`` reaches the joint model's TrainConfig (and only the joint model's), and
+    changes the fingerprints of the joint stage and those after it, not the ones before."""
+    import steerflow.pipeline.disentangle as dis
+    from steerflow.experiments.disentangle_settings import SCALES
+    from steerflow.pipeline.environment import Environment
+    from steerflow.pipeline.stages import StageRunner
+
+    plain, orth = SCALES["tiny"], SCALES["tiny"].replace(orthogonal=True)
+    env = Environment(quiet=True)
+    prints = [StageRunner(tmp_path, dis.build_stages(s, env), dataclasses.asdict(s)).fingerprints
+              for s in (plain, orth)]
+    names = list(prints[0])
+    first = names.index("joint")
+    assert [prints[0][n] == prints[1][n] for n in names] == [i < first for i in range(len(names))]
+
+    seen = []
+    monkeypatch.setattr(dis, "train_to_completion", lambda cfg: seen.append(cfg) or {"step": 0, "final_loss": 0.0})
+    ctx = SimpleNamespace(out_dir=tmp_path)
+    (tmp_path / dis.LM).mkdir()  # the checkpoint folder the distillations start from
+    dis.stage_joint(orth, env)(ctx)
+    dis.stage_single(orth, env)(ctx)
+    assert seen[0].distill_orthogonal and ";" in seen[0].distill_teacher
+    assert not any(cfg.distill_orthogonal for cfg in seen[1:]) and len(seen) == 3

@@ -123,6 +123,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("train/alpha-init-0", ["train", "--config", "tiny", "--out", "{root}/t", *DATA, "--set", "alpha_init=0", *Q], 2, "alpha_init"),
     ("train/negative-lr", ["train", "--config", "tiny", "--out", "{root}/t", *DATA, "--lr", "-1e-3", *Q], 2, "lr"),
     ("train/teacher-top-p-above-1", ["train", "--task", "distill", "--from", "{missing}", "--teacher", "guidance", "--teacher-top-p", "1.5", "--out", "{root}/t", *DATA, *Q], 2, "distill_top_p"),
+    ("train/teacher-orthogonal-one-pair", ["train", "--task", "distill", "--from", "{missing}", "--teacher", "dexperts:a,b", "--teacher-orthogonal", "--out", "{root}/t", *DATA, *Q], 2, "two or more expert pairs"),
     ("train/negative-control-adapter", ["train", "--task", "distill", "--from", "{missing}", "--teacher", "guidance", "--control-adapter", "-4", "--out", "{root}/t", *DATA, *Q], 2, "control_adapter"),
     ("train/control-adapter-for-lm", ["train", "--config", "tiny", "--out", "{root}/t", *DATA, "--control-adapter", "4", *Q], 2, "control_adapter"),
     ("train/unknown-tokenizer", ["train", "--config", "tiny", "--out", "{root}/t", *DATA, "--tokenizer", "wordpiece", *Q], 2, "tokenizer"),

@@ -16,7 +16,8 @@ import torch
 from steerflow.config import ModelConfig
 from steerflow.errors import ConfigError
 from steerflow.steer.distill import ContrastTeacher
-from steerflow.steer.multi_axis import SOLO_SHARE, MultiAxisDistillSource, MultiContrastTeacher
+from steerflow.steer.multi_axis import (SOLO_SHARE, MultiAxisDistillSource, MultiContrastTeacher,
+                                        fisher_orthogonalize)
 from steerflow.train.teacher_spec import ExpertPair, is_multi_axis, parse_teacher_axes
 
 
@@ -103,6 +104,86 @@ def test_the_teacher_refuses_mismatched_axes(models):
     teacher = MultiContrastTeacher(base, [(p0, m0)], alphas=(1.0,), axes=(3,))
     with pytest.raises(ConfigError, match="u has only 2"):
         teacher.logits(_x(), _u(1.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- orthogonal
+def _cov(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Cov_p(a, b) over the last dimension, computed the long way (float64 inputs)."""
+    ea, eb = (p * a).sum(-1), (p * b).sum(-1)
+    return (p * (a - ea[..., None]) * (b - eb[..., None])).sum(-1)
+
+
+def test_fisher_orthogonal_shifts_have_zero_covariance_and_keep_the_first_shift():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 5, 50, generator=gen, dtype=torch.float64)
+    p = z.softmax(-1)
+    d = [torch.randn(4, 5, 50, generator=gen, dtype=torch.float64) for _ in range(3)]
+    d[1] = d[1] + 0.8 * d[0]  # correlated by construction
+    out = fisher_orthogonalize(d, p)
+    assert torch.equal(out[0], d[0])
+    assert bool((_cov(d[1], d[0], p).abs() > 1e-3).all())
+    for i in range(3):
+        for j in range(i):
+            torch.testing.assert_close(_cov(out[i], out[j], p), torch.zeros(4, 5, dtype=torch.float64),
+                                       rtol=0, atol=1e-12)
+    # a shift already orthogonal is returned unchanged (up to rounding)
+    again = fisher_orthogonalize([out[0], out[1]], p)
+    torch.testing.assert_close(again[1], out[1], rtol=0, atol=1e-12)
+
+
+def test_moving_along_an_orthogonal_shift_leaves_the_other_expectation_stationary():
+    """d/dt E_softmax(z + t a)[b] = Cov_p(a, b) at t = 0: a central difference, float64."""
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(40, generator=gen, dtype=torch.float64)
+    s = torch.randn(40, generator=gen, dtype=torch.float64)  # the first axis's shift
+    r = 0.6 * s + torch.randn(40, generator=gen, dtype=torch.float64)  # the second's, tied to it
+    _, r_orth = fisher_orthogonalize([s, r], z.softmax(-1))
+
+    def slope(a: torch.Tensor, b: torch.Tensor, h: float = 1e-5) -> float:
+        mean = lambda t: float(((z + t * a).softmax(-1) * b).sum())  # noqa: E731
+        return (mean(h) - mean(-h)) / (2 * h)
+
+    assert abs(slope(r, s) - float(_cov(r, s, z.softmax(-1)))) < 1e-7
+    assert abs(slope(r, s)) > 0.05
+    assert abs(slope(r_orth, s)) < 1e-8 and abs(slope(s, r_orth)) < 1e-8
+
+
+def test_off_the_nucleus_and_on_a_one_token_nucleus_nothing_is_removed():
+    p = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    s = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, -1.0, 7.0, 0.0]], dtype=torch.float64)
+    r = torch.tensor([[4.0, 3.0, 2.0, 1.0], [2.0, 0.0, -5.0, 9.0]], dtype=torch.float64)
+    _, r_orth = fisher_orthogonalize([s, r], p)
+    assert torch.equal(r_orth[0], r[0])  # Var_p(s) = 0: one token, nothing to remove
+    # second row: Var_p(s) = 1, Cov_p(r, s) = 1, so r − s (entries where p = 0 follow along)
+    torch.testing.assert_close(r_orth[1], r[1] - s[1], rtol=0, atol=1e-12)
+
+
+def test_the_orthogonal_teacher_keeps_the_first_axis_and_decorrelates_the_second(models):
+    base, p0, m0, p1, m1 = models
+    pairs = [(p0, m0), (p1, m1)]
+    plain = MultiContrastTeacher(base, pairs, alphas=(1.5, 0.7), axes=(0, 1), top_p=0.8)
+    orth = MultiContrastTeacher(base, pairs, alphas=(1.5, 0.7), axes=(0, 1), top_p=0.8,
+                                orthogonal=True)
+    assert orth.describe()["orthogonal"] and not plain.describe()["orthogonal"]
+    x = _x()
+    for value in (-1.0, 0.4):  # the first axis alone: the plain teacher, bit for bit
+        assert torch.equal(orth.logits(x, _u(value, 0.0)), plain.logits(x, _u(value, 0.0)))
+    with torch.no_grad():
+        z = [m(x)[0].double() for m in models]
+    kept = torch.isfinite(plain.logits(x, _u(0.0, 0.0)))  # the base's nucleus
+    p = torch.where(kept, z[0], float("-inf")).softmax(-1)
+    d_s = z[1] - z[2]
+    shift = (orth.logits(x, _u(0.0, 1.0)).double() - z[0]) / 0.7  # the second axis's shift
+    shift = torch.where(kept, shift, 0.0)
+    plain_shift = torch.where(kept, z[3] - z[4], 0.0)
+    tied = float(_cov(plain_shift, d_s, p).abs().max())
+    assert tied > 1e-4
+    assert float(_cov(shift, d_s, p).abs().max()) < 1e-3 * tied  # float32 logits
+    # sampling uses the same shifts: on the first axis alone, the same tokens as the plain teacher
+    idx = _x(rows=2)[:, :4]
+    u = torch.tensor([[0.9, 0.0], [-0.6, 0.0]])
+    drawn = [t.sample(idx, u, 5, torch.Generator().manual_seed(7)) for t in (orth, plain)]
+    assert torch.equal(drawn[0], drawn[1])
 
 
 # ----------------------------------------------------------------------------- the rows' u

@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
     p.add_argument("--prompts", type=positive_int, help="neutral prompts (default: the scale's)")
     p.add_argument("--samples", type=positive_int,
                    help="samples per prompt and cell (default: the scale's)")
+    p.add_argument("--orthogonal", action="store_true", default=None,
+                   help="the joint model's teacher with each axis's logit shift orthogonal to "
+                        "the earlier axes' in the base's Fisher metric (first-order zero "
+                        "cross-talk of the experts' evidence; default: the contrasts as they are)")
     add_data_flags(p)
     add_common_flags(p, out="run folder: models, stage records, results.json, results.md, "
                             "disentangle.png", out_required=True, device="auto",
@@ -55,7 +59,7 @@ def add_parser(sub) -> None:
 
 def settings_from(args: argparse.Namespace):
     """The scale's settings with the flags that override it."""
-    changes = {k: getattr(args, k) for k in ("axes", "prompts", "samples")
+    changes = {k: getattr(args, k) for k in ("axes", "prompts", "samples", "orthogonal")
                if getattr(args, k, None) is not None}
     return SCALES[args.scale].replace(**changes)
 
@@ -83,4 +87,6 @@ def command_line(args: argparse.Namespace) -> str:
              "--out", shlex.quote(str(args.out))]
     if args.axes:
         parts += ["--axes", ",".join(args.axes)]
+    if args.orthogonal:
+        parts.append("--orthogonal")
     return " ".join(parts + echo_flags(args, ("prompts", "samples", "threads")))

@@ -115,6 +115,11 @@ def add_parser(sub) -> None:
     what.add_argument("--teacher-top-p", dest="distill_top_p", type=float, metavar="P",
                       help="--task distill: the teacher on the base's nucleus P (other tokens "
                            "get probability 0), as DExperts samples (default: whole vocabulary)")
+    what.add_argument("--teacher-orthogonal", dest="distill_orthogonal", action="store_true",
+                      default=None,
+                      help="--task distill with several expert pairs: make each pair's logit "
+                           "shift orthogonal to the earlier pairs' in the base's Fisher metric, "
+                           "so one axis does not move the others' attributes (first order)")
     data = p.add_argument_group("data")
     data.add_argument("--tokenizer", help="gpt2 or bpe:N (default: bpe:<preset vocab> for "
                                           "tiny/small, gpt2 for paper/gpt2)")

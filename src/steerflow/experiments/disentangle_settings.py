@@ -49,6 +49,10 @@ class DisentangleSettings:
     #: the teachers on the base's nucleus (``TrainConfig.distill_top_p``; None: the whole
     #: vocabulary)
     distill_top_p: Optional[float] = 0.9
+    #: the joint teacher's contrasts Fisher-orthogonal in axis order
+    #: (``TrainConfig.distill_orthogonal``): moving one axis leaves the other attribute's
+    #: expected evidence unchanged to first order
+    orthogonal: bool = False
     #: rank of the field's u-gated adapter (``TrainConfig.control_adapter``; 0: none, the recipe)
     control_adapter: int = 0
     distill_batch_size: int = 16

@@ -145,13 +145,14 @@ def stage_experts(s: DisentangleSettings, env: Environment):
 
 
 def _distill(s: DisentangleSettings, env: Environment, run_dir: Path, rel: str, teacher: str,
-             steps: int, axis: int = 0) -> dict:
+             steps: int, axis: int = 0, orthogonal: bool = False) -> dict:
     """The steering recipe's distillation (``pipeline.steering.stage_distill``, on-policy share
     0): the field's control paths and an untied head learn ``teacher`` in one pass at u."""
     out = run_dir / rel
     cfg = train_config(s, env, out=str(out), task="distill", init_from=str(run_dir / LM),
                        distill_teacher=teacher, distill_alpha=s.distill_alpha,
-                       distill_top_p=s.distill_top_p, steer_axis=axis,
+                       distill_top_p=s.distill_top_p, distill_orthogonal=orthogonal,
+                       steer_axis=axis,
                        control_gain=s.control_gain, control_out=True,
                        control_adapter=s.control_adapter, control_only=True,
                        train_head=True, distill_on_policy=0.0, ode_consistency=0.0,
@@ -171,7 +172,7 @@ def teacher_spec(run_dir: Path, axes) -> str:
 def stage_joint(s: DisentangleSettings, env: Environment):
     def run(ctx: StageContext) -> dict:
         return _distill(s, env, ctx.out_dir, JOINT, teacher_spec(ctx.out_dir, s.axes),
-                        s.joint_steps)
+                        s.joint_steps, orthogonal=s.orthogonal)
     return run
 
 
@@ -289,7 +290,7 @@ def build_stages(s: DisentangleSettings, env: Environment) -> list[Stage]:
               stage_experts(s, env), t["experts"],
               settings=["expert_steps", "expert_batch_size", "expert_lr"], outputs=experts),
         Stage("joint", f"distill both contrasts into one pass at u in [-1, 1]^{len(s.axes)}",
-              stage_joint(s, env), t["joint"], settings=["joint_steps", *distill],
+              stage_joint(s, env), t["joint"], settings=["joint_steps", "orthogonal", *distill],
               outputs=[f"{JOINT}/{model}"]),
         Stage("single", "distill each contrast alone (single-axis models, for comparison)",
               stage_single(s, env), t["single"], settings=["single_steps"],

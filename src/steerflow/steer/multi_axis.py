@@ -13,6 +13,15 @@ independently from U[−1, 1]; a share :data:`SOLO_SHARE` of them moves one axis
 exactly 0), so the student sees each contrast without the other's — what keeps u_a from
 leaking into attribute b when u_b = 0 is learned from those rows.
 
+Two contrasts can still share a direction: review-register text is more opinionated than
+encyclopedic text, so the register pair's shift d_r = z_plus_r − z_minus_r also moves the tokens
+the sentiment pair tells apart. With ``orthogonal`` the teacher removes that share before it
+sums the terms, by Gram–Schmidt in the base distribution's Fisher metric (:func:`fisher_orthogonalize`):
+for a logit shift δ at a position, KL(p ‖ softmax(z + δ)) = ½ Var_p(δ) + O(|δ|³), and
+d/dt E_{softmax(z + t·a)}[b] = Cov_p(a, b) at t = 0. So Cov_p(d_r', d_s) = 0 means that moving
+u_r leaves the expected sentiment evidence of the next token, E[d_s], unchanged to first order
+(and symmetrically), while the first axis keeps its contrast exactly.
+
 ``steerflow train --task distill --teacher 'dexperts:P0,N0;P1,N1'`` builds these
 (:mod:`steerflow.train.teacher_spec`); :func:`build_multi_axis_source` is its batch source.
 """
@@ -43,7 +52,8 @@ class MultiContrastTeacher:
     kind = "dexperts-axes"
 
     def __init__(self, base, pairs: Sequence[tuple[Any, Any]], alphas: Sequence[float],
-                 axes: Sequence[int], top_p: Optional[float] = None) -> None:
+                 axes: Sequence[int], top_p: Optional[float] = None,
+                 orthogonal: bool = False) -> None:
         if top_p is not None and not 0 < top_p <= 1:
             raise ConfigError(f"the teacher's top_p must be in (0, 1], got {top_p!r}")
         if not (len(pairs) == len(alphas) == len(axes)) or not pairs:
@@ -54,20 +64,22 @@ class MultiContrastTeacher:
         self.base = _frozen(base)
         self.pairs = [(_frozen(plus), _frozen(minus)) for plus, minus in pairs]
         self.alphas, self.axes = [float(a) for a in alphas], [int(a) for a in axes]
-        self.top_p = top_p
+        self.top_p, self.orthogonal = top_p, bool(orthogonal)
 
     @classmethod
     def dexperts(cls, base, pairs: Sequence[tuple[Any, Any]], alphas: Sequence[float],
-                 axes: Sequence[int], top_p: Optional[float] = None) -> "MultiContrastTeacher":
+                 axes: Sequence[int], top_p: Optional[float] = None,
+                 orthogonal: bool = False) -> "MultiContrastTeacher":
         """DExperts' Eq. 1 per axis, summed; every model must share the base's tokenizer. With
-        ``top_p`` the teacher lives on the base's nucleus (−inf elsewhere), as DExperts samples."""
+        ``top_p`` the teacher lives on the base's nucleus (−inf elsewhere), as DExperts samples;
+        with ``orthogonal`` the contrasts are Fisher-orthogonalised in axis order first."""
         from steerflow.steer.dexperts import check_same_tokenizer
 
         models = [base] + [m for pair in pairs for m in pair]
         names = ["student"] + [f"axis {a} {role}" for a in axes
                                for role in ("expert", "anti-expert")]
         check_same_tokenizer(models, names)
-        return cls(base, pairs, alphas, axes, top_p)
+        return cls(base, pairs, alphas, axes, top_p, orthogonal)
 
     def weights(self, u: torch.Tensor) -> list[torch.Tensor]:
         """Each pair's contrast weight ``(B, 1)``: ``α_a · u[:, axis_a]`` for ``u`` ``(B, c)``."""
@@ -80,8 +92,12 @@ class MultiContrastTeacher:
         """The teacher's logits ``(B, T, V)`` at every position of ``x`` ``(B, T)`` for ``u`` ``(B, c)``
         (−inf off the base's nucleus when the teacher has a ``top_p``)."""
         base = z = self.base(x)[0].float()  # (B, T, V)
-        for weight, (plus, minus) in zip(self.weights(u), self.pairs):
-            z = z + weight[:, :, None] * (plus(x)[0].float() - minus(x)[0].float())
+        shifts = [plus(x)[0].float() - minus(x)[0].float() for plus, minus in self.pairs]
+        if self.orthogonal:
+            kept = base if self.top_p is None else on_nucleus(base, base, self.top_p)
+            shifts = fisher_orthogonalize(shifts, kept.softmax(-1))
+        for weight, shift in zip(self.weights(u), shifts):
+            z = z + weight[:, :, None] * shift
         return z if self.top_p is None else on_nucleus(z, base, self.top_p)
 
     @torch.no_grad()
@@ -97,14 +113,37 @@ class MultiContrastTeacher:
         for _ in range(n_tokens):
             z = [decode(seq).float() for decode in decoders]  # (1 + 2A) × (B, V)
             kept = filter_logits(z[0], top_p=TEACHER_TOP_P)  # (B, V), −inf off the nucleus
-            shift = sum(w * (z[1 + 2 * a] - z[2 + 2 * a]) for a, w in enumerate(weights))
+            shifts = [z[1 + 2 * a] - z[2 + 2 * a] for a in range(len(weights))]
+            if self.orthogonal:
+                shifts = fisher_orthogonalize(shifts, kept.softmax(-1))
+            shift = sum(w * d for w, d in zip(weights, shifts))
             logits = torch.where(torch.isfinite(kept), kept + shift, kept)
             token = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # (B, 1)
             seq = torch.cat([seq, token], dim=1)
         return seq
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "weights": self.alphas, "axes": self.axes, "top_p": self.top_p}
+        return {"kind": self.kind, "weights": self.alphas, "axes": self.axes, "top_p": self.top_p,
+                "orthogonal": self.orthogonal}
+
+
+def fisher_orthogonalize(shifts: Sequence[torch.Tensor], probs: torch.Tensor,
+                         eps: float = 1e-12) -> list[torch.Tensor]:
+    """Gram–Schmidt of logit shifts ``(..., V)`` in the Fisher metric of ``probs`` ``(..., V)``,
+    position by position, in order: ``d'_k = d_k − Σ_{j<k} c_kj · d'_j`` with
+    ``c_kj = Cov_p(d_k, d'_j) / Var_p(d'_j)``, so ``Cov_p(d'_k, d'_j) = 0`` for ``j ≠ k``
+    (module docstring: the Fisher information of a softmax's logits is ``Cov_p``). The first
+    shift is returned as it is; where ``Var_p(d'_j) ≤ eps`` (a nucleus of one token: nothing to
+    remove) ``c_kj = 0``. Entries where ``p = 0`` carry no weight and must be finite."""
+    out: list[torch.Tensor] = []
+    for d in shifts:
+        for e in out:
+            e_c = e - (probs * e).sum(-1, keepdim=True)  # centred under p
+            cov = (probs * d * e_c).sum(-1, keepdim=True)
+            var = (probs * e_c * e_c).sum(-1, keepdim=True)
+            d = d - torch.where(var > eps, cov / var.clamp_min(eps), 0.0) * e
+        out.append(d)
+    return out
 
 
 class MultiAxisDistillSource(DistillSource):
@@ -157,7 +196,7 @@ def build_multi_teacher(cfg, model) -> MultiContrastTeacher:
                           f"{model.config.control_dim}")
     base = copy.deepcopy(model)
     return MultiContrastTeacher.dexperts(base.to(device), experts, alphas, axes,
-                                         cfg.distill_top_p)
+                                         cfg.distill_top_p, cfg.distill_orthogonal)
 
 
 def build_multi_axis_source(cfg, model, tokenizer, data_source, lm_source) -> MultiAxisDistillSource:

@@ -173,6 +173,10 @@ class TrainConfig:
         distill_tokens: how many tokens the teacher adds to each on-policy opening.
         distill_top_p: the teacher on the base's nucleus (tokens outside it probability 0), as
             DExperts samples; None (default): over the whole vocabulary.
+        distill_orthogonal: with a teacher of several expert pairs, remove from each pair's
+            logit shift what it shares with the earlier pairs' (Gram–Schmidt in the base's
+            Fisher metric, :func:`steerflow.steer.multi_axis.fisher_orthogonalize`), so moving
+            one axis leaves the other attributes' expected evidence unchanged to first order.
         vanish_floor, explode_factor, explode_window: gradient-event thresholds (module docstring).
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
@@ -241,6 +245,7 @@ class TrainConfig:
     distill_on_policy: float = 0.5
     distill_tokens: int = 20
     distill_top_p: Optional[float] = None
+    distill_orthogonal: bool = False
     vanish_floor: float = 1e-6
     explode_factor: float = 10.0
     explode_window: int = 50
@@ -376,7 +381,10 @@ class TrainConfig:
             if self.distill_teacher is None:
                 raise ConfigError("task 'distill' needs a teacher: --teacher guidance or "
                                   "--teacher dexperts:POS_DIR,NEG_DIR")
-            parse_teacher_axes(self.distill_teacher)
+            _, pairs = parse_teacher_axes(self.distill_teacher)
+            if self.distill_orthogonal and len(pairs) < 2:
+                raise ConfigError("distill_orthogonal needs a teacher of two or more expert "
+                                  "pairs, 'dexperts:P0,N0;P1,N1'")
         elif self.distill_teacher is not None:
             raise ConfigError("distill_teacher applies to task='distill' only")
         if self.init_from is not None and not Path(self.init_from).is_dir():
