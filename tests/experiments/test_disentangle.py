@@ -121,6 +121,37 @@ def test_effects_are_rate_differences_over_shared_prompts():
     assert found["cross_talk"]["register->sentiment"] == pytest.approx(expected, abs=1e-12)
 
 
+def test_judge_offsets_count_what_the_judge_reads_into_human_text():
+    """A sentiment judge that also fires on the word "film" reads the register into sentiment:
+    on review text with 10 of 40 windows naming a film, against encyclopedic text naming none,
+    its offset is exactly 0.25; a judge blind to the other attribute has offset 0."""
+    from steerflow.experiments.disentangle_grid import beyond_judge, judge_offsets
+
+    class Either(Judge):
+        def positive_proba(self, texts):
+            return np.array([float({"good", "film"} & set(t.split()) != set()) for t in texts])
+
+    reviews = ["a film it was"] * 10 + ["it was fine"] * 30  # register +1, no sentiment word
+    wiki = ["the river moved"] * 40  # register −1
+    poles = {"register": (reviews, wiki),
+             "sentiment": (["good one"] * 20, ["bad one"] * 20)}  # no "film": register 0 both
+    found = judge_offsets(poles, {"sentiment": Either(), "register": Keyword("r", "film")})
+    assert found["judge_offset"] == {"register->sentiment": 0.25, "sentiment->register": 0.0}
+    lo, hi = found["judge_offset_ci"]["register->sentiment"]
+    assert lo < 0.25 < hi and hi - lo < 0.5
+    assert found["judge_offset_ci"]["sentiment->register"] == (0.0, 0.0)
+
+    cross = {"cross_talk": {"register->sentiment": 0.30, "sentiment->register": 0.01},
+             "cross_talk_ci": {"register->sentiment": (0.27, 0.34),
+                               "sentiment->register": (0.0, 0.02)}}
+    beyond = beyond_judge(cross, found)
+    assert beyond["cross_talk_beyond_judge"]["register->sentiment"] == pytest.approx(0.05)
+    low, high = beyond["cross_talk_beyond_judge_ci"]["register->sentiment"]
+    assert low == pytest.approx(0.05 - np.hypot(0.03, hi - 0.25))
+    assert high == pytest.approx(0.05 + np.hypot(0.04, 0.25 - lo))
+    assert beyond["cross_talk_beyond_judge_ci"]["sentiment->register"] == pytest.approx((0.0, 0.02))
+
+
 # ----------------------------------------------------------------------------- the study on tiny
 SUBJECTS = ("The team", "The station", "The river", "The council", "The ship", "He", "She")
 VERBS = ("moved to", "stood near", "was named after", "returned to", "passed through")
@@ -192,7 +223,15 @@ def test_the_study_writes_its_files_and_keys(study):
     assert len(first["cells"]) == 9 and all(c["n"] == 4 * 2 for c in first["cells"].values())
     assert all(p > 1 for p in first["perplexity"].values())
     assert all(isinstance(t["met"], bool) for t in first["targets"].values())
-    assert set(first["targets"]) == {"own_effect", "cross_talk", "corner_ppl"}
+    assert set(first["targets"]) == {"own_effect", "cross_talk", "cross_talk_beyond_judge",
+                                     "corner_ppl"}
+    for key, cross in first["cross_talk"].items():  # what the model adds to the judge's offset
+        off = first["judge_offset"][key]
+        assert first["cross_talk_beyond_judge"][key] == pytest.approx(cross - off, abs=1e-12)
+        lo, hi = first["judge_offset_ci"][key]
+        assert lo <= off <= hi
+        lo, hi = first["cross_talk_beyond_judge_ci"][key]
+        assert lo <= cross - off <= hi
     assert first["control_axes"] == list(AXES)
     assert set(first["comparison"]) >= {"joint", "single_axis", "actadd_sum"}
     assert set(first["comparison"]["single_axis"]["own_effect"]) == set(AXES)
@@ -205,7 +244,7 @@ def test_a_second_run_reuses_every_stage(study):
     first, written, second, _, _ = study
     assert first["reused"] == []
     assert second["reused"] == ["judges", "lm", "experts", "joint", "single", "grid",
-                                "single_grid", "actadd"]
+                                "single_grid", "actadd", "judge_offsets"]
     assert second["own_effect"] == first["own_effect"] and second["cells"] == first["cells"]
     assert written == second
 

@@ -11,7 +11,9 @@ its judge (the SST-2 classifier; a register classifier trained on held-apart tex
 accuracy reported), own effect (attribute A's rate change when only u_A moves from -1 to +1),
 cross-talk A->B (B's change then) with 95 % bootstrap intervals, perplexity per cell under the
 unsteered LM, the targets (own effect >= 0.6, |cross-talk| <= 0.05 with its interval, corner
-perplexity <= 1.3 x the centre's), and the same grid for two summed ActAdd vectors. Every stage
+perplexity <= 1.3 x the centre's), the same grid for two summed ActAdd vectors, and each judge's
+offset on held-out human text at the other attribute's poles (the cross-talk a judge reads in by
+itself; the cross-talk beyond it is reported beside the raw one). Every stage
 is resumable: run the same command again to continue. Writes results.json, results.md and
 disentangle.png to --out; --scale small is the issue's study (about 26 minutes on 2 cores),
 --scale tiny a smoke run.

@@ -14,6 +14,15 @@ bootstrap over prompts of those differences (:func:`~steerflow.steer.intervals.r
 Fluency per cell is the perplexity of the continuations given their prompts under an independent
 scorer at u = 0 (:class:`~steerflow.steer.open_ended.Scorer`).
 
+A judge can read one attribute into another by itself: the SST-2 sentiment classifier calls more
+movie-review windows positive than encyclopedic ones even when the reviews are half positive,
+half negative. :func:`judge_offsets` measures that on held-out human text at each pole of A,
+
+    judge offset A → B = rate_B(human text at A's +1 pole) − rate_B(human text at A's −1 pole),
+
+the cross-talk a model would show whose axis A moved its text exactly as far as human text
+differs between A's poles and no further; ``cross-talk − offset`` is what the model adds.
+
 A *sampler* maps u to continuations: :func:`model_sampler` (a model's own pass at u) and
 :func:`actadd_sampler` (the base with Σ_a u_a · c · v_a added to its residual stream).
 """
@@ -130,6 +139,41 @@ def effects(cells: dict[str, CellSamples], axes: Sequence[str], seed: int = 0) -
     return out
 
 
+def judge_offsets(poles: dict[str, tuple[Sequence[str], Sequence[str]]],
+                  judges: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """``judge_offset`` (``"A->B"`` → value) and ``judge_offset_ci`` (module docstring) from
+    human text at each attribute's poles (``poles[A] = (texts at +1, texts at −1)``)."""
+    from steerflow.steer.intervals import difference_interval
+
+    out: dict[str, dict] = {"judge_offset": {}, "judge_offset_ci": {}}
+    for name, (plus, minus) in poles.items():
+        for other, judge in judges.items():
+            if other == name:
+                continue
+            hi, lo = (np.asarray(judge.is_positive(list(t)), dtype=float) for t in (plus, minus))
+            key = f"{name}->{other}"
+            out["judge_offset"][key] = float(hi.mean() - lo.mean())
+            out["judge_offset_ci"][key] = difference_interval(hi, lo, seed=seed)
+    return out
+
+
+def beyond_judge(found: dict[str, Any], offsets: dict[str, Any]) -> dict[str, Any]:
+    """``cross_talk − judge_offset`` per ``"A->B"`` with an interval: the two estimates come
+    from independent samples, so each end's distance from the value adds in quadrature."""
+    value, ci = {}, {}
+    for key, cross in found["cross_talk"].items():
+        if key not in offsets["judge_offset"]:
+            continue
+        off, (c_lo, c_hi), (o_lo, o_hi) = (offsets["judge_offset"][key],
+                                           found["cross_talk_ci"][key],
+                                           offsets["judge_offset_ci"][key])
+        v = cross - off
+        below = float(np.hypot(cross - c_lo, o_hi - off))  # the low end: cross low, offset high
+        above = float(np.hypot(c_hi - cross, off - o_lo))
+        value[key], ci[key] = v, (v - below, v + above)
+    return {"cross_talk_beyond_judge": value, "cross_talk_beyond_judge_ci": ci}
+
+
 def summarise(cells: dict[str, CellSamples], examples: int = 2, seed: int = 0
               ) -> dict[str, dict[str, Any]]:
     """Per cell: u, each attribute's rate and 95 % interval, the perplexity, the sample count and
@@ -163,6 +207,13 @@ def check_targets(found: dict[str, Any], cells: dict[str, dict[str, Any]],
            "cross_talk": {"target": f"|value| and its 95 % interval <= {targets['cross_talk']:g}",
                           "value": found["cross_talk"], "worst": worst_cross,
                           "met": bool(found["cross_talk"]) and worst_cross <= targets["cross_talk"]}}
+    if found.get("cross_talk_beyond_judge"):
+        beyond, ci = found["cross_talk_beyond_judge"], found["cross_talk_beyond_judge_ci"]
+        worst = max(max(abs(v), *map(abs, ci[k])) for k, v in beyond.items())
+        out["cross_talk_beyond_judge"] = {
+            "target": f"|value| and its 95 % interval <= {targets['cross_talk']:g}, after the "
+                      f"judge's own offset on human text",
+            "value": beyond, "worst": worst, "met": worst <= targets["cross_talk"]}
     centre = next((c for c in cells.values() if not any(c["u"])), None)
     corners = {k: c for k, c in cells.items() if all(abs(v) == 1 for v in c["u"])}
     if centre is not None and corners and centre["perplexity"]:

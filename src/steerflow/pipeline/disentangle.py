@@ -16,6 +16,8 @@ training stages also resume mid-run from their checkpoints):
    (:mod:`steerflow.experiments.disentangle_grid`), and the targets.
 7. ``single_grid`` — each single-axis model at u = ±e on its own axis.
 8. ``actadd`` — the LM with the sum of two ActAdd (CAA) vectors, on the same grid.
+9. ``judge_offsets`` — each judge on held-out human text at the other attribute's poles: the
+   cross-talk the judge reads in by itself (:func:`~steerflow.experiments.disentangle_grid.judge_offsets`).
 
 :func:`run_disentangle` runs them and returns the content of ``results.json``;
 :func:`~steerflow.experiments.disentangle_report.write_disentangle` writes the files.
@@ -45,7 +47,7 @@ REQUIRED_DATA = ("wikitext-2", "sst2")
 #: with a 3-model teacher, 50 prompts × 4 samples × 20 tokens ≈ 6 s of sampling): the joint
 #: model's teacher runs 5 models, the grid 9 cells of 200 prompts × 4 samples (≈ 24 s each)
 SMALL_SECONDS = dict(judges=45, lm=180, experts=290, joint=270, single=240, grid=240,
-                     single_grid=110, actadd=250)
+                     single_grid=110, actadd=250, judge_offsets=5)
 
 
 def expert_dirs(axis: str) -> tuple[str, str]:
@@ -74,8 +76,9 @@ def stage_seconds(s: DisentangleSettings) -> dict[str, float]:
                  experts=s.expert_steps / small.expert_steps,
                  joint=s.joint_steps / small.joint_steps,
                  single=s.single_steps / small.single_steps,
-                 grid=sampling, single_grid=sampling, actadd=sampling)
-    return {k: SMALL_SECONDS[k] * ratio[k] * (1.0 if k == "judges" else size) for k in ratio}
+                 grid=sampling, single_grid=sampling, actadd=sampling, judge_offsets=1.0)
+    fixed = ("judges", "judge_offsets")  # judge inference on text: the same at every size
+    return {k: SMALL_SECONDS[k] * ratio[k] * (1.0 if k in fixed else size) for k in ratio}
 
 
 # ----------------------------------------------------------------------------- the judges
@@ -269,6 +272,17 @@ def stage_actadd(s: DisentangleSettings, env: Environment):
     return run
 
 
+def stage_judge_offsets(s: DisentangleSettings, env: Environment):
+    def run(ctx: StageContext) -> dict:
+        from steerflow.experiments.disentangle_grid import judge_offsets
+        from steerflow.steer.register import held_out_poles
+
+        poles = {axis: held_out_poles(source_of(env), axis, s.seed) for axis in s.axes}
+        found = judge_offsets(poles, judges_for(s, env), s.seed)
+        return {**found, "texts": {a: [len(t) for t in p] for a, p in poles.items()}}
+    return run
+
+
 # ----------------------------------------------------------------------------- the run
 def build_stages(s: DisentangleSettings, env: Environment) -> list[Stage]:
     """The study's stages with their estimates (:func:`stage_seconds`), the settings each
@@ -301,6 +315,8 @@ def build_stages(s: DisentangleSettings, env: Environment) -> list[Stage]:
               stage_single_grid(s, env), t["single_grid"], settings=[]),
         Stage("actadd", "the LM with two ActAdd vectors summed, on the same grid",
               stage_actadd(s, env), t["actadd"], settings=["actadd_coef", "actadd_sentences"]),
+        Stage("judge_offsets", "each judge on human text at the other attribute's poles",
+              stage_judge_offsets(s, env), t["judge_offsets"], settings=[]),
     ]
 
 
@@ -325,6 +341,7 @@ def run_disentangle(out: str | Path, settings: DisentangleSettings = Disentangle
 
     import torch
 
+    from steerflow.experiments.disentangle_grid import beyond_judge, check_targets
     from steerflow.experiments.paper import DISENTANGLE, DISENTANGLE_TARGETS
     from steerflow.io import machine_info
     from steerflow.pipeline.environment import device
@@ -336,7 +353,8 @@ def run_disentangle(out: str | Path, settings: DisentangleSettings = Disentangle
     runner = StageRunner(out, stages, dataclasses.asdict(settings), log=log)
     start = time.perf_counter()
     r = runner.run()
-    grid = r["grid"]
+    grid, offsets = r["grid"], r["judge_offsets"]
+    beyond = beyond_judge(grid, offsets)
     return {
         "experiment": "disentangle", "scale": scale, "axes": list(settings.axes),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -350,9 +368,12 @@ def run_disentangle(out: str | Path, settings: DisentangleSettings = Disentangle
         "control_axes": grid["control_axes"],
         "own_effect": grid["own_effect"], "own_effect_ci": grid["own_effect_ci"],
         "cross_talk": grid["cross_talk"], "cross_talk_ci": grid["cross_talk_ci"],
+        "judge_offset": offsets["judge_offset"], "judge_offset_ci": offsets["judge_offset_ci"],
+        "judge_offset_texts": offsets["texts"], **beyond,
         "cells": grid["cells"],
         "perplexity": {k: c["perplexity"] for k, c in grid["cells"].items()},
-        "targets": grid["targets"], "target_values": dict(DISENTANGLE_TARGETS),
+        "targets": check_targets({**grid, **beyond}, grid["cells"], DISENTANGLE_TARGETS),
+        "target_values": dict(DISENTANGLE_TARGETS),
         "comparison": _comparison(grid, r["single_grid"], r["actadd"], settings.axes),
         "single_axis": r["single_grid"], "actadd": r["actadd"],
         "training": {name: r[name] for name in ("lm", "experts", "joint", "single")},

@@ -1,4 +1,5 @@
-"""Confidence intervals for positive rates: a cluster bootstrap over prompts.
+"""Confidence intervals for positive rates: a cluster bootstrap over prompts, and the difference of
+two independent rates.
 
 The samples of one prompt are not independent (they share the prompt), so the rate's uncertainty
 comes from resampling **prompts**: each prompt contributes the mean judgement of its samples, and
@@ -39,3 +40,29 @@ def rate_interval(per_prompt: Sequence[Sequence[float]], level: float = 0.95, se
                            method="percentile", random_state=np.random.default_rng(seed))
         low, high = result.confidence_interval
     return float(low), float(high)
+
+
+def difference_interval(high: Sequence[float], low: Sequence[float], level: float = 0.95,
+                        seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """The ``level`` interval of ``mean(high) − mean(low)`` for two independent samples of 0/1
+    verdicts (or scores): scipy's bootstrap resampling each sample on its own (BCa, else the
+    percentile interval where BCa is undefined)."""
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level!r}")
+    a, b = np.asarray(high, dtype=float), np.asarray(low, dtype=float)
+    if a.size < 2 or b.size < 2:
+        raise InputError("a difference interval needs at least two verdicts on each side")
+    if np.all(a == a[0]) and np.all(b == b[0]):
+        return float(a[0] - b[0]), float(a[0] - b[0])  # no spread: the bootstrap is degenerate
+    from scipy.stats import bootstrap
+
+    def statistic(x, y, axis=-1):
+        return x.mean(axis=axis) - y.mean(axis=axis)
+
+    for method in ("BCa", "percentile"):
+        result = bootstrap((a, b), statistic, confidence_level=level, n_resamples=resamples,
+                           method=method, random_state=np.random.default_rng(seed))
+        low_end, high_end = result.confidence_interval
+        if np.isfinite(low_end) and np.isfinite(high_end):
+            break
+    return float(low_end), float(high_end)

@@ -46,17 +46,24 @@ def encyclopedic_sentences(text: str, min_words: int = MIN_WORDS) -> list[str]:
     return out
 
 
+def labelled_movie_sentences(source, split: str, min_words: int = MIN_WORDS
+                             ) -> list[tuple[str, int]]:
+    """SST-2 ``split``'s ``(sentence, label)`` rows of at least ``min_words`` words in the LM's
+    text style (label 1 positive, 0 negative), in file order."""
+    from steerflow.data import load_sst2
+    from steerflow.steer.data import lm_text_style, normalize_sst2
+
+    style = lm_text_style(source)
+    return [(normalize_sst2(t, style), y) for t, y in load_sst2(source, split)
+            if len(t.split()) >= min_words]
+
+
 def movie_sentences(source, split: str, min_words: int = MIN_WORDS, balanced: bool = True
                     ) -> list[str]:
     """SST-2 ``split``'s sentences of at least ``min_words`` words in the LM's text style; with
     ``balanced``, as many positive as negative ones (the first of the larger class, file order
     kept), so the register carries no sentiment."""
-    from steerflow.data import load_sst2
-    from steerflow.steer.data import lm_text_style, normalize_sst2
-
-    style = lm_text_style(source)
-    rows = [(normalize_sst2(t, style), y) for t, y in load_sst2(source, split)
-            if len(t.split()) >= min_words]
+    rows = labelled_movie_sentences(source, split, min_words)
     counts = [sum(1 for _, y in rows if y == label) for label in (0, 1)]
     if not all(counts):
         raise DataError(f"SST-2 {split}: no sentence of {min_words}+ words for one of the labels")
@@ -117,6 +124,30 @@ def judge_pairs(source, per_class: int, seed: int = 0
                 + [(t, 0) for t in windows(neg, seed + salt + 1)])
 
     return pairs(movie, wiki, 10), pairs(dev_movie, dev_wiki, 20)
+
+
+def held_out_poles(source, attribute: str, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Human text at each pole of ``attribute`` (+1 first), held out from every model and judge
+    of the study, as word windows the length of a continuation (:func:`windows`):
+
+    * ``sentiment``: positive against negative SST-2 dev sentences (both movie reviews);
+    * ``register``: SST-2 dev sentences, as many positive as negative, against as many
+      WikiText-2 valid sentences (the same sentiment-free mix on the review side).
+    """
+    from steerflow.data import load_lm_texts
+
+    if attribute == "sentiment":
+        rows = labelled_movie_sentences(source, "dev")
+        plus, minus = ([t for t, y in rows if y == label] for label in (1, 0))
+    elif attribute == NAME:
+        plus = movie_sentences(source, "dev")
+        minus = _sample(encyclopedic_sentences(load_lm_texts(source)["valid"]), len(plus),
+                        seed + 3)
+    else:
+        raise DataError(f"no held-out text for the attribute {attribute!r}")
+    if not (plus and minus):
+        raise DataError(f"no held-out sentences of {MIN_WORDS}+ words at a pole of {attribute}")
+    return windows(plus, seed + 30), windows(minus, seed + 31)
 
 
 def expert_examples(source, per_class: int, seed: int = 0) -> list[dict]:
