@@ -127,8 +127,8 @@ def judge_pairs(source, per_class: int, seed: int = 0
 
 
 def held_out_poles(source, attribute: str, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Human text at each pole of ``attribute`` (+1 first), held out from every model and judge
-    of the study, as word windows the length of a continuation (:func:`windows`):
+    """Human text at each pole of ``attribute`` (+1 first), which no model or judge of the study
+    trains on (the judges' held-out accuracies are measured on the same splits), as word windows the length of a continuation (:func:`windows`):
 
     * ``sentiment``: positive against negative SST-2 dev sentences (both movie reviews);
     * ``register``: SST-2 dev sentences, as many positive as negative, against as many
