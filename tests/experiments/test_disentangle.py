@@ -289,6 +289,8 @@ def test_the_two_axis_model_moves_each_judge_along_its_own_axis(study):
     (["--axes", "sentiment,colour"], "unknown attribute"),
     (["--axes", "sentiment,sentiment"], "two distinct attributes"),
     (["--scale", "huge"], "invalid choice"),
+    (["--alpha", "0"], "--alpha"),
+    (["--alpha", "nan"], "--alpha"),
 ])
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, data, capsys, extra, needle):
     with pytest.raises(SystemExit) as exc:
@@ -328,3 +330,17 @@ def test_the_orthogonal_teacher_reruns_the_joint_stage_on_and_only_from_it(tmp_p
     dis.stage_single(orth, env)(ctx)
     assert seen[0].distill_orthogonal and ";" in seen[0].distill_teacher
     assert not any(cfg.distill_orthogonal for cfg in seen[1:]) and len(seen) == 3
+
+
+def test_the_flags_reach_the_settings_and_the_recorded_command(tmp_path):
+    from steerflow.cli.exp_disentangle import command_line, settings_from
+    from steerflow.cli.main import build_parser
+
+    args = build_parser().parse_args(["experiment", "disentangle", "--scale", "tiny", "--out",
+                                      str(tmp_path), "--alpha", "0.75", "--orthogonal"])
+    settings = settings_from(args)
+    assert settings.distill_alpha == 0.75 and settings.orthogonal
+    assert settings.replace(distill_alpha=1.5, orthogonal=False) == \
+        settings_from(build_parser().parse_args(["experiment", "disentangle", "--scale", "tiny",
+                                                 "--out", str(tmp_path)]))
+    assert "--orthogonal" in command_line(args) and "--alpha 0.75" in command_line(args)

@@ -25,7 +25,7 @@ import argparse
 import shlex
 
 from steerflow.cli.common import (add_common_flags, add_data_flags, add_subcommand, echo_flags,
-                                  positive_int)
+                                  positive_float, positive_int)
 from steerflow.errors import InputError
 from steerflow.experiments.disentangle_settings import ATTRIBUTES, SCALES, parse_axes
 
@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prompts", type=positive_int, help="neutral prompts (default: the scale's)")
     p.add_argument("--samples", type=positive_int,
                    help="samples per prompt and cell (default: the scale's)")
+    p.add_argument("--alpha", dest="distill_alpha", type=positive_float, metavar="A",
+                   help="the teachers' strength at |u| = 1 on every axis, DExperts' alpha "
+                        "(default: the scale's, 1.5); lower trades own effect for fluency")
     p.add_argument("--orthogonal", action="store_true", default=None,
                    help="the joint model's teacher with each axis's logit shift orthogonal to "
                         "the earlier axes' in the base's Fisher metric (first-order zero "
@@ -61,7 +64,8 @@ def add_parser(sub) -> None:
 
 def settings_from(args: argparse.Namespace):
     """The scale's settings with the flags that override it."""
-    changes = {k: getattr(args, k) for k in ("axes", "prompts", "samples", "orthogonal")
+    changes = {k: getattr(args, k) for k in ("axes", "prompts", "samples", "orthogonal",
+                                             "distill_alpha")
                if getattr(args, k, None) is not None}
     return SCALES[args.scale].replace(**changes)
 
@@ -91,4 +95,6 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--axes", ",".join(args.axes)]
     if args.orthogonal:
         parts.append("--orthogonal")
+    if args.distill_alpha is not None:
+        parts += ["--alpha", f"{args.distill_alpha:g}"]
     return " ".join(parts + echo_flags(args, ("prompts", "samples", "threads")))
