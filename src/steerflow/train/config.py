@@ -24,7 +24,7 @@ from typing import Any, Optional, Union
 
 from steerflow.config import PRESETS, ModelConfig, _check_fields, _check_types
 from steerflow.errors import ConfigError
-from steerflow.train.teacher_spec import parse_teacher, parse_teacher_axes  # noqa: F401
+from steerflow.train.teacher_spec import check_teacher, parse_teacher  # noqa: F401
 
 TASKS = ("lm", "steer", "expert", "distill")
 #: tasks that start from a checkpoint (--from)
@@ -173,10 +173,8 @@ class TrainConfig:
         distill_tokens: how many tokens the teacher adds to each on-policy opening.
         distill_top_p: the teacher on the base's nucleus (tokens outside it probability 0), as
             DExperts samples; None (default): over the whole vocabulary.
-        distill_orthogonal: with a teacher of several expert pairs, remove from each pair's
-            logit shift what it shares with the earlier pairs' (Gram–Schmidt in the base's
-            Fisher metric, :func:`steerflow.steer.multi_axis.fisher_orthogonalize`), so moving
-            one axis leaves the other attributes' expected evidence unchanged to first order.
+        distill_orthogonal: several expert pairs' logit shifts made Fisher-orthogonal in axis
+            order (:func:`steerflow.steer.multi_axis.fisher_orthogonalize`).
         vanish_floor, explode_factor, explode_window: gradient-event thresholds (module docstring).
         on_nonfinite: on a NaN/inf loss or gradient, ``skip`` the update (and count it) or
             ``stop`` the run with an error naming the step.
@@ -381,10 +379,7 @@ class TrainConfig:
             if self.distill_teacher is None:
                 raise ConfigError("task 'distill' needs a teacher: --teacher guidance or "
                                   "--teacher dexperts:POS_DIR,NEG_DIR")
-            _, pairs = parse_teacher_axes(self.distill_teacher)
-            if self.distill_orthogonal and len(pairs) < 2:
-                raise ConfigError("distill_orthogonal needs a teacher of two or more expert "
-                                  "pairs, 'dexperts:P0,N0;P1,N1'")
+            check_teacher(self.distill_teacher, self.distill_orthogonal)
         elif self.distill_teacher is not None:
             raise ConfigError("distill_teacher applies to task='distill' only")
         if self.init_from is not None and not Path(self.init_from).is_dir():
@@ -397,10 +392,8 @@ class TrainConfig:
 
     def model_config(self, vocab_size: Optional[int] = None) -> ModelConfig:
         """The ModelConfig of a fresh model: preset or file, overrides, baseline, vocab, context."""
-        if self.config in PRESETS:
-            base = ModelConfig.from_name(self.config)
-        else:
-            base = ModelConfig.from_json(self.config)
+        base = (ModelConfig.from_name(self.config) if self.config in PRESETS
+                else ModelConfig.from_json(self.config))
         changes = dict(self.model_overrides)
         if vocab_size is not None:
             changes["vocab_size"] = vocab_size
@@ -408,8 +401,7 @@ class TrainConfig:
             changes["block_size"] = self.block_size
         if self.model == "baseline":
             changes["ode_span"] = None
-        data = {**base.to_dict(), **changes}
-        return ModelConfig.from_dict(data)
+        return ModelConfig.from_dict({**base.to_dict(), **changes})
 
     def tokenizer_spec(self) -> str:
         """The tokenizer spec this run uses (explicit, or the preset's default)."""

@@ -61,6 +61,15 @@ def parse_teacher_axes(spec: str) -> tuple[str, tuple[ExpertPair, ...]]:
     return "dexperts", tuple(_pair(p, spec) for p in spec[len("dexperts:"):].split(";"))
 
 
+def check_teacher(spec: str, orthogonal: bool = False) -> None:
+    """ConfigError unless ``spec`` is a teacher spec, and unless it has two or more expert pairs
+    when the teacher is to be ``orthogonal`` (there is nothing to make one pair orthogonal to)."""
+    _, pairs = parse_teacher_axes(spec)
+    if orthogonal and len(pairs) < 2:
+        raise ConfigError("distill_orthogonal needs a teacher of two or more expert pairs, "
+                          "'dexperts:P0,N0;P1,N1'")
+
+
 def parse_teacher(spec: str) -> tuple[str, Optional[tuple[str, str]]]:
     """A single-axis teacher: ``"guidance"`` or ``"dexperts:POS,NEG"`` → ``(kind, (pos, neg) or
     None)``; a multi-axis spec is a ConfigError here (:func:`parse_teacher_axes` reads it)."""
