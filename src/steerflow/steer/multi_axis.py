@@ -92,13 +92,14 @@ class MultiContrastTeacher:
         """The teacher's logits ``(B, T, V)`` at every position of ``x`` ``(B, T)`` for ``u`` ``(B, c)``
         (−inf off the base's nucleus when the teacher has a ``top_p``)."""
         base = z = self.base(x)[0].float()  # (B, T, V)
+        # the base's nucleus, cut once: the teacher's support and the Fisher metric's weights
+        kept = base if self.top_p is None else on_nucleus(base, base, self.top_p)
         shifts = [plus(x)[0].float() - minus(x)[0].float() for plus, minus in self.pairs]
         if self.orthogonal:
-            kept = base if self.top_p is None else on_nucleus(base, base, self.top_p)
             shifts = fisher_orthogonalize(shifts, kept.softmax(-1))
         for weight, shift in zip(self.weights(u), shifts):
             z = z + weight[:, :, None] * shift
-        return z if self.top_p is None else on_nucleus(z, base, self.top_p)
+        return z if self.top_p is None else z.masked_fill(torch.isinf(kept), float("-inf"))
 
     @torch.no_grad()
     def sample(self, idx: torch.Tensor, u: torch.Tensor, n_tokens: int,
